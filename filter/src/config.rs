@@ -22,6 +22,9 @@ pub const DEFAULT_ROUTE_HEADER: &str = "x-switchyard-cluster";
 /// Largest request body switchyard inspects unless the config says otherwise (Envoy's default
 /// per-connection buffer limit is the same 1 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024;
+/// Largest non-streaming answer switchyard holds to price it unless the config says otherwise
+/// (Envoy's default per-connection buffer limit on clusters is the same 1 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 /// The request header a client may use to pick a category, when `allow_category_hint` is on.
 pub const CATEGORY_HINT_HEADER: &str = "x-switchyard-category";
 /// Upper bound on a price, in USD per million tokens: anything above is a typo.
@@ -43,9 +46,13 @@ struct RawConfig {
     #[serde(default)]
     max_request_bytes: Option<Count>,
     #[serde(default)]
+    max_response_bytes: Option<Count>,
+    #[serde(default)]
     allow_category_hint: bool,
     upstreams: BTreeMap<String, RawUpstream>,
     models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    litellm_prices: Option<Value>,
     categories: Vec<RawCategory>,
     default_category: String,
 }
@@ -65,6 +72,8 @@ struct RawUpstream {
 struct RawModel {
     #[serde(default)]
     provider_model: Option<String>,
+    #[serde(default)]
+    litellm_model: Option<String>,
     #[serde(default)]
     input_usd_per_1m: Option<Number>,
     #[serde(default)]
@@ -258,6 +267,8 @@ pub struct Config {
     /// Path prefix in front of `/v1/...` (empty, or starts with `/` and has no trailing `/`).
     pub path_prefix: String,
     pub max_request_bytes: usize,
+    /// Non-streaming answers up to this size are held to put their cost in the headers.
+    pub max_response_bytes: usize,
     pub allow_category_hint: bool,
     pub upstreams: Vec<Upstream>,
     pub models: Vec<Model>,
@@ -432,6 +443,12 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         problems.add("max_request_bytes", "must be greater than 0");
     }
     let max_request_bytes = usize::try_from(max_request_bytes).unwrap_or(usize::MAX);
+    let max_response_bytes = raw.max_response_bytes.map_or(DEFAULT_MAX_RESPONSE_BYTES, |c| c.0);
+    if max_response_bytes == 0 {
+        problems.add("max_response_bytes", "must be greater than 0");
+    }
+    let max_response_bytes = usize::try_from(max_response_bytes).unwrap_or(usize::MAX);
+    let litellm = litellm_book(raw.litellm_prices, &mut problems);
 
     // Upstreams.
     let mut upstream_index = HashMap::new();
@@ -480,7 +497,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
                 }
             })
         };
-        let price = Price {
+        let explicit = Price {
             input: price("input_usd_per_1m", model.input_usd_per_1m),
             output: price("output_usd_per_1m", model.output_usd_per_1m),
             cached_input: price("cached_input_usd_per_1m", model.cached_input_usd_per_1m),
@@ -490,6 +507,14 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         if provider_model.is_empty() {
             problems.add(format!("{path}.provider_model"), "must not be empty");
         }
+        let listed = litellm_price(&litellm, &name, &provider_model, model.litellm_model.as_deref(), &path, &mut problems);
+        // Prices written in `models` win over the LiteLLM list, field by field.
+        let price = Price {
+            input: explicit.input.or(listed.input),
+            output: explicit.output.or(listed.output),
+            cached_input: explicit.cached_input.or(listed.cached_input),
+            reasoning: explicit.reasoning.or(listed.reasoning),
+        };
         model_index.insert(name.clone(), models.len());
         models.push(Model { name, provider_model, price });
     }
@@ -546,6 +571,7 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             route_header,
             path_prefix,
             max_request_bytes,
+            max_response_bytes,
             allow_category_hint: raw.allow_category_hint,
             upstreams,
             models,
@@ -554,6 +580,73 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             needs,
         }),
         _ => Err(ConfigError::Invalid(problems.0)),
+    }
+}
+
+/// LiteLLM's community price list (`model_prices_and_context_window.json`), or any subset of it:
+/// an object keyed by model name, given inline or as a string holding the JSON.
+fn litellm_book(value: Option<Value>, problems: &mut Problems) -> serde_json::Map<String, Value> {
+    match value {
+        None => serde_json::Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                problems.add("litellm_prices", "must be a JSON object keyed by model name");
+                serde_json::Map::new()
+            }
+            Err(e) => {
+                problems.add("litellm_prices", format!("is not valid JSON: {e}"));
+                serde_json::Map::new()
+            }
+        },
+        Some(_) => {
+            problems.add("litellm_prices", "must be an object keyed by model name (or a string holding one)");
+            serde_json::Map::new()
+        }
+    }
+}
+
+/// The LiteLLM entry's prices for a model: looked up by `litellm_model` when given (it must
+/// exist), else by the provider model name, else by the model's name in `models`. Only entries a
+/// model uses are read, so the rest of a full LiteLLM file may hold anything.
+fn litellm_price(
+    book: &serde_json::Map<String, Value>,
+    name: &str,
+    provider_model: &str,
+    litellm_model: Option<&str>,
+    path: &str,
+    problems: &mut Problems,
+) -> Price {
+    let found = match litellm_model {
+        Some(key) => match book.get_key_value(key) {
+            Some(entry) => Some(entry),
+            None => {
+                problems.add(format!("{path}.litellm_model"), format!("`{key}` is not in `litellm_prices`"));
+                None
+            }
+        },
+        None => book.get_key_value(provider_model).or_else(|| book.get_key_value(name)),
+    };
+    let Some((key, entry)) = found else { return Price::default() };
+    let mut per_token = |field: &str| -> Option<UsdPerMillion> {
+        let value = entry.get(field)?;
+        let parsed = Number::deserialize(value).map_err(|e| e.to_string()).and_then(|Number(usd_per_token)| {
+            UsdPerMillion::from_usd(usd_per_token * 1e6)
+        });
+        match parsed {
+            Ok(price) => Some(price),
+            Err(message) => {
+                problems.add(format!("litellm_prices.{key}.{field}"), message);
+                None
+            }
+        }
+    };
+    Price {
+        input: per_token("input_cost_per_token"),
+        output: per_token("output_cost_per_token"),
+        cached_input: per_token("cache_read_input_token_cost"),
+        reasoning: per_token("output_cost_per_reasoning_token"),
     }
 }
 
@@ -902,6 +995,52 @@ mod tests {
         let mut v = base();
         v["max_request_bytes"] = json!(1.5);
         assert_eq!(one_problem(v), ("max_request_bytes".into(), "1.5 is not a whole number >= 0".into()));
+    }
+
+    #[test]
+    fn litellm_price_list_fills_missing_prices() {
+        let mut v = base();
+        v["models"]["small"] = json!({"provider_model": "gpt-4o-mini", "output_usd_per_1m": 0.5});
+        v["models"]["large"] = json!({"litellm_model": "anthropic/claude-x"});
+        v["litellm_prices"] = json!({
+            "sample_spec": {"max_tokens": "set to max tokens", "input_cost_per_token": "not a number here"},
+            "gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7,
+                            "cache_read_input_token_cost": 7.5e-8, "litellm_provider": "openai", "mode": "chat"},
+            "anthropic/claude-x": {"input_cost_per_token": "3e-06", "output_cost_per_token": 1.5e-5,
+                                   "output_cost_per_reasoning_token": 1.5e-5}
+        });
+        let c = from_value(v).unwrap();
+        let small = c.models.iter().find(|m| m.name == "small").unwrap();
+        assert_eq!(small.price.input.unwrap().nanos(), 150_000_000);
+        assert_eq!(small.price.output.unwrap().nanos(), 500_000_000, "explicit price wins");
+        assert_eq!(small.price.cached_input.unwrap().nanos(), 75_000_000);
+        assert_eq!(small.price.reasoning, None);
+        let large = c.models.iter().find(|m| m.name == "large").unwrap();
+        assert_eq!(large.price.input.unwrap().nanos(), 3_000_000_000);
+        assert_eq!(large.price.reasoning.unwrap().nanos(), 15_000_000_000);
+
+        // The same list as a JSON string.
+        let mut v = base();
+        v["models"]["small"] = json!({});
+        v["litellm_prices"] = json!(r#"{"small": {"input_cost_per_token": 1e-6}}"#);
+        let c = from_value(v).unwrap();
+        assert_eq!(c.models.iter().find(|m| m.name == "small").unwrap().price.input.unwrap().nanos(), 1_000_000_000);
+    }
+
+    #[test]
+    fn litellm_errors_name_their_path() {
+        let mut v = base();
+        v["models"]["small"] = json!({"litellm_model": "missing"});
+        assert_eq!(one_problem(v), ("models.small.litellm_model".into(), "`missing` is not in `litellm_prices`".into()));
+        let mut v = base();
+        v["litellm_prices"] = json!({"small": {"input_cost_per_token": -1}});
+        assert_eq!(one_problem(v).0, "litellm_prices.small.input_cost_per_token");
+        let mut v = base();
+        v["litellm_prices"] = json!("{not json");
+        assert!(one_problem(v).1.starts_with("is not valid JSON"));
+        let mut v = base();
+        v["litellm_prices"] = json!([1]);
+        assert_eq!(one_problem(v).0, "litellm_prices");
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! The host glue: proxy-wasm contexts that feed Envoy's callbacks into the decision core.
 //!
-//! This is the only module that talks to Envoy. Every hostcall goes through
+//! This is the only module (with `metrics`) that talks to Envoy. Every hostcall goes through
 //! `proxy_wasm::hostcalls` and a failed call becomes a logged error, never a panic: a panic would
 //! take down the VM for every request on the worker. A request's life is the `Stage` enum, and
 //! `Stage::action` is the one place where it turns into the `Action` Envoy sees.
 
 use std::rc::Rc;
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
+use crate::answer::{self, Priced, StreamedAnswer, Timing};
 use crate::config::{self, Config, CATEGORY_HINT_HEADER};
+use crate::metrics::{self, Metrics};
 use crate::request::{self, Endpoint};
-use crate::route::{self, Decision, Refusal};
+use crate::route::{self, Decision, Refusal, UsageChunk};
 
 /// The prefix of every header switchyard owns; clients and upstreams may not send these.
 const OWN_PREFIX: &str = "x-switchyard-";
@@ -23,10 +26,19 @@ fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
 
+/// Milliseconds on Envoy's clock.
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One per plugin configuration (and per worker): holds the compiled config.
 #[derive(Default)]
 pub struct Root {
     config: Option<Rc<Config>>,
+    metrics: Rc<Metrics>,
 }
 
 impl Context for Root {}
@@ -66,7 +78,12 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Envoy only creates streams once `on_configure` succeeded; without a config (never
         // expected) the stream passes everything through rather than fail.
-        Some(Box::new(Stream { config: self.config.clone(), stage: Stage::Idle }))
+        Some(Box::new(Stream {
+            config: self.config.clone(),
+            metrics: Rc::clone(&self.metrics),
+            started_ms: 0,
+            stage: Stage::Idle,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -83,7 +100,7 @@ enum Stage {
     /// Waiting for the whole body of an inspected request.
     Inspecting(Pending),
     /// Sent upstream to a candidate.
-    Routed(Routed),
+    Routed(Box<Routed>),
     /// Answered by switchyard itself; the local reply is on its way.
     Refused,
 }
@@ -100,6 +117,25 @@ struct Routed {
     category: usize,
     upstream: usize,
     model: usize,
+    usage_chunk: UsageChunk,
+    forwarded_ms: u64,
+    upstream_ms: Option<u64>,
+    ttft_ms: Option<u64>,
+    answer: Answer,
+    /// Figures recorded once, when the answer is complete (or the stream ends early).
+    finished: bool,
+}
+
+/// What switchyard is doing with the upstream's answer.
+enum Answer {
+    /// Response headers not seen yet.
+    Awaiting,
+    /// A non-streaming answer whose headers are held until its body is whole, to be priced.
+    Held,
+    /// A streamed answer, followed event by event.
+    Streaming(StreamedAnswer),
+    /// An answer switchyard does not price (an error status, or too large to hold).
+    Passing,
 }
 
 /// What the stage means for Envoy's filter iteration, given the callback that asks.
@@ -107,6 +143,8 @@ struct Routed {
 enum Callback {
     RequestHeaders,
     RequestBody { end_of_stream: bool },
+    ResponseHeaders,
+    ResponseBody { end_of_stream: bool },
 }
 
 impl Stage {
@@ -115,8 +153,13 @@ impl Stage {
             // Hold headers (needs `allow_on_headers_stop_iteration`) and body until decided.
             (Stage::Inspecting(_), Callback::RequestHeaders) => Action::Pause,
             (Stage::Inspecting(_), Callback::RequestBody { end_of_stream: false }) => Action::Pause,
+            // Hold a priced answer's headers, and buffer its body, until the body is whole.
+            (Stage::Routed(r), Callback::ResponseHeaders) if matches!(r.answer, Answer::Held) => Action::Pause,
+            (Stage::Routed(r), Callback::ResponseBody { end_of_stream: false }) if matches!(r.answer, Answer::Held) => {
+                Action::Pause
+            }
             // A local reply is being sent: nothing more of the request goes anywhere.
-            (Stage::Refused, _) => Action::Pause,
+            (Stage::Refused, Callback::RequestHeaders | Callback::RequestBody { .. }) => Action::Pause,
             _ => Action::Continue,
         }
     }
@@ -125,6 +168,8 @@ impl Stage {
 /// One HTTP stream.
 pub struct Stream {
     config: Option<Rc<Config>>,
+    metrics: Rc<Metrics>,
+    started_ms: u64,
     stage: Stage,
 }
 
@@ -136,6 +181,7 @@ impl HttpContext for Stream {
             self.stage = Stage::PassThrough;
             return Action::Continue;
         };
+        self.started_ms = now_ms();
         let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
             Err(status) => {
@@ -144,13 +190,16 @@ impl HttpContext for Stream {
                 return Action::Continue;
             }
         };
-        let hint =
-            if config.allow_category_hint { header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned) } else { None };
+        let hint = if config.allow_category_hint {
+            header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned)
+        } else {
+            None
+        };
         // Client-sent switchyard headers and the route header never reach routing or upstream.
         let mut kept = Vec::with_capacity(headers.len());
         for (name, value) in headers {
             if name.starts_with(OWN_PREFIX) || name == config.route_header {
-                self.remove_header(MapType::HttpRequestHeaders, &name);
+                remove_header(MapType::HttpRequestHeaders, &name);
             } else {
                 kept.push((name, value));
             }
@@ -202,30 +251,168 @@ impl HttpContext for Stream {
         self.stage.action(Callback::RequestBody { end_of_stream })
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if matches!(self.stage, Stage::Refused) {
             return Action::Continue;
         }
         // Upstreams may not speak for switchyard.
-        if let Ok(headers) = hostcalls::get_map(MapType::HttpResponseHeaders) {
-            for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
-                self.remove_header(MapType::HttpResponseHeaders, name);
-            }
+        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
+            remove_header(MapType::HttpResponseHeaders, name);
         }
-        if let (Stage::Routed(routed), Some(config)) = (&self.stage, &self.config) {
-            let category = config.categories.get(routed.category).map_or("", |c| c.name.as_str());
-            let upstream = config.upstreams.get(routed.upstream).map_or("", |u| u.name.as_str());
-            let model = config.models.get(routed.model).map_or("", |m| m.provider_model.as_str());
-            for (name, value) in [
-                ("x-switchyard-category", category),
-                ("x-switchyard-upstream", upstream),
-                ("x-switchyard-model", model),
-                ("x-switchyard-attempts", "1"),
-            ] {
-                self.set_header(MapType::HttpResponseHeaders, name, value);
+        let (Stage::Routed(routed), Some(config)) = (&mut self.stage, self.config.clone()) else {
+            return Action::Continue;
+        };
+        let now = now_ms();
+        let upstream_ms = now.saturating_sub(routed.forwarded_ms);
+        routed.upstream_ms = Some(upstream_ms);
+        let names = RouteNames::of(&config, routed);
+        for (name, value) in [
+            ("x-switchyard-category", names.category),
+            ("x-switchyard-upstream", names.upstream),
+            ("x-switchyard-model", names.model),
+            ("x-switchyard-attempts", "1"),
+            ("x-switchyard-upstream-ms", &upstream_ms.to_string()),
+        ] {
+            set_header(MapType::HttpResponseHeaders, name, value);
+        }
+        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let class = status_class(status);
+        self.metrics.route(metrics::RESPONSES, names.route(), &[("status_class", class)], 1);
+        self.metrics.route_histogram(metrics::UPSTREAM_LATENCY, names.route(), &[], upstream_ms);
+
+        let streaming = header(&headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+        let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
+        routed.answer = if streaming {
+            if matches!(routed.usage_chunk, UsageChunk::Injected | UsageChunk::ClientAsked) {
+                // switchyard may change the stream's length.
+                remove_header(MapType::HttpResponseHeaders, "content-length");
             }
+            Answer::Streaming(StreamedAnswer::new(routed.usage_chunk, price, config.max_response_bytes))
+        } else if (200..300).contains(&status) && !end_of_stream {
+            Answer::Held
+        } else {
+            Answer::Passing
+        };
+        let passing = matches!(routed.answer, Answer::Passing);
+        if end_of_stream && (200..300).contains(&status) {
+            self.set_cost_headers(&Priced::NoUsage);
+            self.finish(Some(&Priced::NoUsage));
+        } else if end_of_stream || passing {
+            // Error answers are not priced, but their duration still counts.
+            self.finish(None);
+        }
+        self.stage.action(Callback::ResponseHeaders)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(config) = self.config.clone() else { return Action::Continue };
+        let Stage::Routed(routed) = &mut self.stage else {
+            return Action::Continue;
+        };
+        let started_ms = self.started_ms;
+        // (whether to set the cost headers, what the answer cost) once the answer is complete
+        let outcome = match &mut routed.answer {
+            Answer::Held if body_size > config.max_response_bytes => {
+                // Too large to hold: release what is buffered and let the rest stream.
+                routed.answer = Answer::Passing;
+                Some((true, Priced::TooLarge))
+            }
+            Answer::Held if end_of_stream => {
+                let body = read_buffer(BufferType::HttpResponseBody, body_size);
+                let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
+                Some((true, answer::price_body(&body, &price)))
+            }
+            Answer::Streaming(stream) => {
+                let now = now_ms();
+                let ttft = *routed.ttft_ms.get_or_insert(now.saturating_sub(routed.forwarded_ms));
+                let upstream_ms = routed.upstream_ms.unwrap_or(0);
+                let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
+                let timing = || Timing { upstream_ms, ttft_ms: ttft, total_ms: now.saturating_sub(started_ms) };
+                if let Some(replacement) = stream.push(&chunk, end_of_stream, timing) {
+                    if let Err(status) =
+                        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement)
+                    {
+                        log(LogLevel::Error, &format!("switchyard: cannot rewrite a stream chunk: {status:?}"));
+                    }
+                }
+                end_of_stream.then(|| (false, stream.priced()))
+            }
+            _ => None,
+        };
+        if let Some((headers, priced)) = outcome {
+            if headers {
+                self.set_cost_headers(&priced);
+            }
+            self.finish(Some(&priced));
+        }
+        self.stage.action(Callback::ResponseBody { end_of_stream })
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // The body ended without an end-of-stream body callback: finish what is in flight.
+        let Some(config) = self.config.clone() else { return Action::Continue };
+        let Stage::Routed(routed) = &mut self.stage else { return Action::Continue };
+        let outcome = match &routed.answer {
+            Answer::Held => {
+                let body = read_buffer(BufferType::HttpResponseBody, config.max_response_bytes);
+                let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
+                Some((true, answer::price_body(&body, &price)))
+            }
+            Answer::Streaming(stream) => Some((false, stream.priced())),
+            _ => None,
+        };
+        if let Some((headers, priced)) = outcome {
+            if headers {
+                self.set_cost_headers(&priced);
+            }
+            self.finish(Some(&priced));
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // A stream cut short (client gone, upstream reset) still counts, with what is known.
+        let priced = match &self.stage {
+            Stage::Routed(routed) if !routed.finished => match &routed.answer {
+                Answer::Streaming(stream) => stream.priced(),
+                _ => Priced::NoUsage,
+            },
+            _ => return,
+        };
+        self.finish(Some(&priced));
+    }
+}
+
+/// Names of a routed request's category, upstream and model, for headers and metrics.
+struct RouteNames<'c> {
+    category: &'c str,
+    upstream: &'c str,
+    model: &'c str,
+}
+
+impl<'c> RouteNames<'c> {
+    fn of(config: &'c Config, routed: &Routed) -> Self {
+        RouteNames {
+            category: config.categories.get(routed.category).map_or("", |c| c.name.as_str()),
+            upstream: config.upstreams.get(routed.upstream).map_or("", |u| u.name.as_str()),
+            model: config.models.get(routed.model).map_or("", |m| m.provider_model.as_str()),
+        }
+    }
+
+    fn route(&self) -> metrics::Route<'c> {
+        metrics::Route { category: self.category, upstream: self.upstream, model: self.model }
+    }
+}
+
+fn status_class(status: u32) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
     }
 }
 
@@ -234,47 +421,147 @@ impl Stream {
     fn apply(&self, config: &Config, decision: &Decision, body_size: usize) -> Stage {
         let upstream = config.upstreams.get(decision.candidate.upstream);
         if let Some(upstream) = upstream {
-            self.set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
+            set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
             if let Some(host) = &upstream.host {
-                self.set_header(MapType::HttpRequestHeaders, ":authority", host);
+                set_header(MapType::HttpRequestHeaders, ":authority", host);
             }
         }
         if let Some(path) = &decision.path {
-            self.set_header(MapType::HttpRequestHeaders, ":path", path);
+            set_header(MapType::HttpRequestHeaders, ":path", path);
         }
         if let Some(body) = &decision.body {
             if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, body) {
                 log(LogLevel::Error, &format!("switchyard: cannot rewrite request body: {status:?}"));
             }
-            self.set_header(MapType::HttpRequestHeaders, "content-length", &body.len().to_string());
+            set_header(MapType::HttpRequestHeaders, "content-length", &body.len().to_string());
         }
-        Stage::Routed(Routed {
+        let routed = Routed {
             category: decision.category,
             upstream: decision.candidate.upstream,
             model: decision.candidate.model,
-        })
+            usage_chunk: decision.usage_chunk,
+            forwarded_ms: now_ms(),
+            upstream_ms: None,
+            ttft_ms: None,
+            answer: Answer::Awaiting,
+            finished: false,
+        };
+        let names = RouteNames::of(config, &routed);
+        self.metrics.route(metrics::REQUESTS, names.route(), &[], 1);
+        Stage::Routed(Box::new(routed))
+    }
+
+    /// Puts the cost and token figures of a held answer into its response headers.
+    fn set_cost_headers(&self, priced: &Priced) {
+        let mut headers = vec![
+            ("x-switchyard-cost-usd", priced.cost_text()),
+            ("x-switchyard-cost-status", priced.status().to_owned()),
+            ("x-switchyard-total-ms", now_ms().saturating_sub(self.started_ms).to_string()),
+        ];
+        if let Some(usage) = priced.usage() {
+            headers.push(("x-switchyard-input-tokens", usage.input.to_string()));
+            headers.push(("x-switchyard-output-tokens", usage.output.to_string()));
+            if usage.cached_input > 0 {
+                headers.push(("x-switchyard-cached-input-tokens", usage.cached_input.to_string()));
+            }
+            if usage.reasoning > 0 {
+                headers.push(("x-switchyard-reasoning-tokens", usage.reasoning.to_string()));
+            }
+        }
+        for (name, value) in headers {
+            set_header(MapType::HttpResponseHeaders, name, &value);
+        }
+    }
+
+    /// Records a complete answer's cost, tokens and latency in metrics and in the access log's
+    /// filter state; `None` for answers that are not priced (error statuses). Runs once per request.
+    fn finish(&mut self, priced: Option<&Priced>) {
+        let Some(config) = self.config.clone() else { return };
+        let Stage::Routed(routed) = &mut self.stage else { return };
+        if routed.finished {
+            return;
+        }
+        routed.finished = true;
+        let now = now_ms();
+        let total_ms = now.saturating_sub(self.started_ms);
+        let duration_ms = now.saturating_sub(routed.forwarded_ms);
+        let names = RouteNames::of(&config, routed);
+        let route = names.route();
+        let m = &self.metrics;
+        m.route_histogram(metrics::REQUEST_DURATION, route, &[], duration_ms);
+        if let Some(ttft) = routed.ttft_ms {
+            m.route_histogram(metrics::TIME_TO_FIRST_TOKEN, route, &[], ttft);
+        }
+        let mut state = vec![
+            ("switchyard_category", names.category.to_owned()),
+            ("switchyard_upstream", names.upstream.to_owned()),
+            ("switchyard_model", names.model.to_owned()),
+            ("switchyard_attempts", "1".to_owned()),
+            ("switchyard_upstream_ms", routed.upstream_ms.map(|v| v.to_string()).unwrap_or_default()),
+            ("switchyard_ttft_ms", routed.ttft_ms.map(|v| v.to_string()).unwrap_or_default()),
+            ("switchyard_total_ms", total_ms.to_string()),
+        ];
+        if let Some(priced) = priced {
+            if let Some(usage) = priced.usage() {
+                for (kind, tokens) in [
+                    ("input", usage.input),
+                    ("output", usage.output),
+                    ("cached_input", usage.cached_input),
+                    ("reasoning", usage.reasoning),
+                ] {
+                    m.route(metrics::TOKENS, route, &[("token_type", kind)], tokens);
+                    m.route_histogram(metrics::TOKEN_USAGE, route, &[("token_type", kind)], tokens);
+                }
+                state.push(("switchyard_input_tokens", usage.input.to_string()));
+                state.push(("switchyard_output_tokens", usage.output.to_string()));
+                state.push(("switchyard_cached_input_tokens", usage.cached_input.to_string()));
+                state.push(("switchyard_reasoning_tokens", usage.reasoning.to_string()));
+            }
+            match priced {
+                Priced::Cost(_, cost) => m.route(metrics::COST, route, &[], cost.nanos_rounded()),
+                other => m.route(metrics::UNPRICED, route, &[("reason", other.status())], 1),
+            }
+            state.push(("switchyard_cost_usd", priced.cost_text()));
+            state.push(("switchyard_cost_status", priced.status().to_owned()));
+        }
+        for (name, value) in state {
+            if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
+                log(LogLevel::Debug, &format!("switchyard: cannot set filter state {name}: {status:?}"));
+            }
+        }
     }
 
     /// Answers the client with an OpenAI-style error instead of forwarding the request.
     fn refuse(&self, refusal: &Refusal) {
         log(LogLevel::Debug, &format!("switchyard: refusing request: {} {}", refusal.status, refusal.message));
+        self.metrics.count(metrics::REFUSED, &[("code", refusal.code)], 1);
         let body = refusal.body();
         let headers = vec![("content-type", "application/json"), ("x-switchyard-error", refusal.code)];
         if let Err(status) = hostcalls::send_http_response(refusal.status, headers, Some(body.as_bytes())) {
             log(LogLevel::Error, &format!("switchyard: cannot send local reply: {status:?}"));
         }
     }
+}
 
-    fn set_header(&self, map: MapType, name: &str, value: &str) {
-        if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
-            log_header_failure("set", name, status);
+fn read_buffer(buffer: BufferType, size: usize) -> Vec<u8> {
+    match hostcalls::get_buffer(buffer, 0, size) {
+        Ok(bytes) => bytes.unwrap_or_default(),
+        Err(status) => {
+            log(LogLevel::Error, &format!("switchyard: cannot read {buffer:?}: {status:?}"));
+            Vec::new()
         }
     }
+}
 
-    fn remove_header(&self, map: MapType, name: &str) {
-        if let Err(status) = hostcalls::remove_map_value(map, name) {
-            log_header_failure("remove", name, status);
-        }
+fn set_header(map: MapType, name: &str, value: &str) {
+    if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
+        log_header_failure("set", name, status);
+    }
+}
+
+fn remove_header(map: MapType, name: &str) {
+    if let Err(status) = hostcalls::remove_map_value(map, name) {
+        log_header_failure("remove", name, status);
     }
 }
 

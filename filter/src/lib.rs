@@ -4,12 +4,17 @@
 //! data and is tested natively; `filter` is the thin layer that connects it to Envoy's callbacks.
 //! The `.wasm` entry point registers the root context and nothing else.
 
+pub mod answer;
 pub mod config;
 pub mod filter;
+pub mod metrics;
 pub mod pbstruct;
 pub mod request;
 pub mod route;
 pub mod rules;
+pub mod cost;
+pub mod sse;
+pub mod usage;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);

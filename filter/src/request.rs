@@ -103,6 +103,8 @@ struct Top<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
+    stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -125,11 +127,19 @@ struct Top<'a> {
     text: Option<&'a RawValue>,
 }
 
+/// Keeps a member's raw value when it is `null` too (serde's `Option` would make that `None`), so
+/// that an edit can replace the `null` instead of adding a second member of the same name.
+fn raw_even_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
 /// What switchyard knows about a request body after one parse.
 #[derive(Debug)]
 pub struct Body<'a> {
     pub model: ModelField<'a>,
     pub stream: bool,
+    /// How `stream_options.include_usage` stands in the request (only meaningful when streaming).
+    pub include_usage: IncludeUsage,
     pub user: Option<Cow<'a, str>>,
     pub tools: bool,
     pub json_mode: bool,
@@ -156,12 +166,12 @@ pub fn parse(bytes: &[u8]) -> Result<Body<'_>, BodyError> {
     }
     let value: Cow<'_, str> = serde_json::from_str(raw).map_err(|_| BodyError::ModelNotString)?;
     // The raw value borrows from `text`; its offset is where it sits in the body.
-    let start = (raw.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
-    let model = ModelField { value, span: start..start + raw.len() };
+    let model = ModelField { value, span: span_in(text, raw_model) };
 
     Ok(Body {
         model,
         stream: top.stream.is_some_and(|s| s.get() == "true"),
+        include_usage: include_usage(text, top.stream_options),
         user: top.user.and_then(|u| serde_json::from_str::<Cow<'_, str>>(u.get()).ok()),
         tools: top.tools.is_some_and(non_empty) || top.functions.is_some_and(non_empty),
         json_mode: top.response_format.is_some_and(is_json_format) || top.text.is_some_and(responses_json_format),
@@ -171,6 +181,60 @@ pub fn parse(bytes: &[u8]) -> Result<Body<'_>, BodyError> {
         input: top.input,
         instructions: top.instructions,
     })
+}
+
+/// Where a streaming request stands on `stream_options.include_usage`, with the byte positions an
+/// edit needs to turn it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncludeUsage {
+    /// The client asked for the usage chunk.
+    Requested,
+    /// No `stream_options` member (or `null`, whose span is given): insert one.
+    NoOptions { null_span: Option<Range<usize>> },
+    /// `stream_options` is an object without `include_usage`: insert after the `{` at this offset.
+    MissingIn { open_brace: usize, empty: bool },
+    /// `include_usage` is present but not `true`: replace the value at this span.
+    Off { span: Range<usize> },
+    /// `stream_options` is something unusable (not an object): leave the request alone.
+    Unusable,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions<'a> {
+    #[serde(borrow, default)]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// Byte span of a raw value borrowed from `text`.
+fn span_in(text: &str, raw: &RawValue) -> Range<usize> {
+    let start = (raw.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    start..start + raw.get().len()
+}
+
+fn include_usage(text: &str, options: Option<&RawValue>) -> IncludeUsage {
+    let Some(options) = options else { return IncludeUsage::NoOptions { null_span: None } };
+    let json = options.get();
+    if json == "null" {
+        return IncludeUsage::NoOptions { null_span: Some(span_in(text, options)) };
+    }
+    // serde would also read a JSON array as the struct's fields in order: only objects count.
+    if !json.starts_with('{') {
+        return IncludeUsage::Unusable;
+    }
+    let Ok(parsed) = serde_json::from_str::<StreamOptions<'_>>(json) else { return IncludeUsage::Unusable };
+    match parsed.include_usage {
+        Some(flag) if flag.get() == "true" => IncludeUsage::Requested,
+        Some(flag) => {
+            let inner = span_in(json, flag);
+            let base = span_in(text, options).start;
+            IncludeUsage::Off { span: base + inner.start..base + inner.end }
+        }
+        None => {
+            let open_brace = span_in(text, options).start;
+            let empty = json.trim_start_matches('{').trim_start().starts_with('}');
+            IncludeUsage::MissingIn { open_brace, empty }
+        }
+    }
 }
 
 fn non_empty(raw: &RawValue) -> bool {
@@ -185,7 +249,8 @@ struct FormatType<'a> {
 
 /// `response_format: {"type": "json_object" | "json_schema"}` (chat completions).
 fn is_json_format(raw: &RawValue) -> bool {
-    serde_json::from_str::<FormatType<'_>>(raw.get())
+    raw.get().starts_with('{')
+        && serde_json::from_str::<FormatType<'_>>(raw.get())
         .ok()
         .and_then(|f| f.kind)
         .is_some_and(|k| k == "json_object" || k == "json_schema")
@@ -199,7 +264,8 @@ struct ResponsesText<'a> {
 
 /// `text: {"format": {"type": "json_object" | "json_schema"}}` (Responses API).
 fn responses_json_format(raw: &RawValue) -> bool {
-    serde_json::from_str::<ResponsesText<'_>>(raw.get()).ok().and_then(|t| t.format).is_some_and(is_json_format)
+    raw.get().starts_with('{')
+        && serde_json::from_str::<ResponsesText<'_>>(raw.get()).ok().and_then(|t| t.format).is_some_and(is_json_format)
 }
 
 impl Body<'_> {
@@ -264,10 +330,16 @@ struct Message<'a> {
 
 /// Walks a list of role/content messages; false when `raw` is not such a list.
 fn walk_messages(raw: &RawValue, texts: &mut Texts) -> bool {
-    let Ok(messages) = serde_json::from_str::<Vec<Message<'_>>>(raw.get()) else {
+    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
         return false;
     };
-    if messages.iter().all(|m| m.role.is_none()) && !messages.is_empty() {
+    // Only objects are messages (serde would read an array as a message's fields in order).
+    let messages: Vec<Message<'_>> = items
+        .iter()
+        .filter(|item| item.get().starts_with('{'))
+        .filter_map(|item| serde_json::from_str(item.get()).ok())
+        .collect();
+    if messages.iter().all(|m| m.role.is_none()) {
         return false;
     }
     let last_user = messages.iter().rposition(|m| m.role.as_deref() == Some("user"));
@@ -300,6 +372,8 @@ fn push_text(raw: &RawValue, out: &mut String) {
             for item in items {
                 if item.get().starts_with('"') {
                     push_text(item, out);
+                } else if !item.get().starts_with('{') {
+                    continue;
                 } else if let Ok(Part { text: Some(text) }) = serde_json::from_str::<Part<'_>>(item.get()) {
                     push_text(text, out);
                 }
@@ -373,6 +447,27 @@ mod tests {
     }
 
     #[test]
+    fn include_usage_states() {
+        let p = parse(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(p.include_usage, IncludeUsage::Requested);
+        let p = parse(br#"{"model":"m","stream":true}"#).unwrap();
+        assert_eq!(p.include_usage, IncludeUsage::NoOptions { null_span: None });
+        let body = br#"{"model":"m","stream_options":null}"#;
+        let IncludeUsage::NoOptions { null_span: Some(span) } = parse(body).unwrap().include_usage else { panic!() };
+        assert_eq!(&body[span], b"null");
+        let body = br#"{"model":"m","stream_options": { "include_usage" : false }}"#;
+        let IncludeUsage::Off { span } = parse(body).unwrap().include_usage else { panic!() };
+        assert_eq!(&body[span], b"false");
+        let body = br#"{"model":"m","stream_options": { }}"#;
+        let p = parse(body).unwrap();
+        let IncludeUsage::MissingIn { open_brace, empty: true } = p.include_usage else { panic!("{:?}", p.include_usage) };
+        assert_eq!(body[open_brace], b'{');
+        let body = br#"{"model":"m","stream_options":{"x":1}}"#;
+        assert!(matches!(parse(body).unwrap().include_usage, IncludeUsage::MissingIn { empty: false, .. }));
+        assert_eq!(parse(br#"{"model":"m","stream_options":[1]}"#).unwrap().include_usage, IncludeUsage::Unusable);
+    }
+
+    #[test]
     fn fields_for_rules_are_read() {
         let body = br#"{"model":"m","stream":true,"user":"u-1","tools":[{"type":"function"}],
             "response_format":{"type":"json_schema","json_schema":{}},"metadata":{"team":"fraud","n":3}}"#;
@@ -387,6 +482,8 @@ mod tests {
         assert!(!p.stream && !p.tools && !p.json_mode);
         let p = parse(br#"{"model":"m","text":{"format":{"type":"json_object"}}}"#).unwrap();
         assert!(p.json_mode);
+        let p = parse(br#"{"model":"m","response_format":["json_object"],"text":[["json_schema"]]}"#).unwrap();
+        assert!(!p.json_mode, "arrays are not objects");
     }
 
     #[test]

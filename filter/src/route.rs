@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use crate::config::{Candidate, Config};
-use crate::request::{self, Facts, Target};
+use crate::request::{self, Endpoint, Facts, IncludeUsage, Target};
 
 /// What to do with an inspected request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,23 @@ pub struct Decision {
     pub body: Option<Vec<u8>>,
     /// The `:path` to send upstream, when it differs from the client's.
     pub path: Option<String>,
+    /// The client asked for a streamed answer.
+    pub stream: bool,
+    /// How the streamed answer's usage chunk is to be treated.
+    pub usage_chunk: UsageChunk,
+}
+
+/// What happens to the usage chunk of a streamed chat or completions answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageChunk {
+    /// Not a stream, or an endpoint whose stream always carries usage (Responses API).
+    NotApplicable,
+    /// The client asked for it: it is passed on, with the cost added.
+    ClientAsked,
+    /// switchyard asked for it on the client's behalf: it is read, then removed from the stream.
+    Injected,
+    /// The request's `stream_options` could not be edited: the answer may carry no usage.
+    Unavailable,
 }
 
 /// A request switchyard answers itself, with an OpenAI-style error.
@@ -92,13 +109,84 @@ pub fn decide(
         });
     };
     let provider_model = config.models.get(candidate.model).map_or("", |m| m.provider_model.as_str());
-    let body = if parsed.model.value == provider_model {
-        None
+    let mut edits = Vec::new();
+    if parsed.model.value != provider_model {
+        edits.push(Edit { span: parsed.model.span.clone(), text: json_string(provider_model) });
+    }
+    let usage_chunk = if !parsed.stream || !matches!(target.endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        UsageChunk::NotApplicable
     } else {
-        Some(splice(body, parsed.model.span.clone(), provider_model))
+        match usage_edit(&parsed.include_usage) {
+            UsageEdit::AlreadyOn => UsageChunk::ClientAsked,
+            UsageEdit::Edit(edit) => {
+                edits.push(edit);
+                UsageChunk::Injected
+            }
+            UsageEdit::Insert => {
+                // Right after the top-level `{`; the object is not empty (it has `model`).
+                let open = body.iter().position(|b| *b == b'{').unwrap_or(0);
+                edits.push(Edit { span: open + 1..open + 1, text: r#""stream_options":{"include_usage":true},"#.to_owned() });
+                UsageChunk::Injected
+            }
+            UsageEdit::Impossible => UsageChunk::Unavailable,
+        }
     };
+    let body = (!edits.is_empty()).then(|| apply_edits(body, edits));
     let path = upstream_path(config, candidate, path, target);
-    Ok(Decision { category, candidate, body, path })
+    Ok(Decision { category, candidate, body, path, stream: parsed.stream, usage_chunk })
+}
+
+/// One replacement of a byte range of the body.
+struct Edit {
+    span: Range<usize>,
+    text: String,
+}
+
+enum UsageEdit {
+    AlreadyOn,
+    Edit(Edit),
+    Insert,
+    Impossible,
+}
+
+/// The edit that turns `stream_options.include_usage` on.
+fn usage_edit(state: &IncludeUsage) -> UsageEdit {
+    const FIELD: &str = r#""include_usage":true"#;
+    match state {
+        IncludeUsage::Requested => UsageEdit::AlreadyOn,
+        IncludeUsage::NoOptions { null_span: None } => UsageEdit::Insert,
+        IncludeUsage::NoOptions { null_span: Some(span) } => {
+            UsageEdit::Edit(Edit { span: span.clone(), text: format!("{{{FIELD}}}") })
+        }
+        IncludeUsage::MissingIn { open_brace, empty } => {
+            let text = if *empty { FIELD.to_owned() } else { format!("{FIELD},") };
+            UsageEdit::Edit(Edit { span: open_brace + 1..open_brace + 1, text })
+        }
+        IncludeUsage::Off { span } => UsageEdit::Edit(Edit { span: span.clone(), text: "true".to_owned() }),
+        IncludeUsage::Unusable => UsageEdit::Impossible,
+    }
+}
+
+/// Applies non-overlapping edits; every byte outside them is copied as is.
+fn apply_edits(body: &[u8], mut edits: Vec<Edit>) -> Vec<u8> {
+    edits.sort_by_key(|e| e.span.start);
+    let extra: usize = edits.iter().map(|e| e.text.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for edit in edits {
+        if edit.span.start < at {
+            continue; // overlapping edits cannot happen (distinct members); never corrupt the body
+        }
+        out.extend_from_slice(body.get(at..edit.span.start).unwrap_or_default());
+        out.extend_from_slice(edit.text.as_bytes());
+        at = edit.span.end;
+    }
+    out.extend_from_slice(body.get(at..).unwrap_or_default());
+    out
+}
+
+fn json_string(value: &str) -> String {
+    serde_json::Value::String(value.to_owned()).to_string()
 }
 
 /// The first category whose rule matches, else the default category.
@@ -112,15 +200,7 @@ pub fn classify(config: &Config, facts: &Facts<'_>) -> usize {
 
 /// Replaces the bytes in `span` with `model` as a JSON string; everything else is copied as is.
 pub fn splice(body: &[u8], span: Range<usize>, model: &str) -> Vec<u8> {
-    let (Some(before), Some(after)) = (body.get(..span.start), body.get(span.end..)) else {
-        return body.to_vec();
-    };
-    let quoted = serde_json::Value::String(model.to_owned()).to_string();
-    let mut out = Vec::with_capacity(before.len() + quoted.len() + after.len());
-    out.extend_from_slice(before);
-    out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(after);
-    out
+    apply_edits(body, vec![Edit { span, text: json_string(model) }])
 }
 
 /// The path to send upstream: the upstream's `base_path` replaces `/v1`, and the configured
@@ -186,7 +266,7 @@ mod tests {
     fn first_matching_category_wins() {
         let (cat, d) = run(&[], None, r#"{"model":"extract-fields","stream":true}"#).unwrap();
         assert_eq!(cat, "extraction");
-        assert_eq!(d.body.unwrap(), br#"{"model":"mini","stream":true}"#);
+        assert_eq!(d.body.unwrap(), br#"{"stream_options":{"include_usage":true},"model":"mini","stream":true}"#);
         assert_eq!(d.path, None);
 
         let body = r#"{"model":"auto","stream":true,"messages":[{"role":"user","content":"Is this a Chargeback?"}]}"#;
@@ -194,7 +274,8 @@ mod tests {
         assert_eq!(cat, "fraud");
         assert_eq!(d.path.as_deref(), Some("/openai/v1/chat/completions"));
         let sent = String::from_utf8(d.body.unwrap()).unwrap();
-        assert_eq!(sent, body.replace(r#""auto""#, r#""big-2025-01""#));
+        let want = body.replace(r#""auto""#, r#""big-2025-01""#).replacen('{', r#"{"stream_options":{"include_usage":true},"#, 1);
+        assert_eq!(sent, want);
 
         let (cat, _) = run(&[("x-team", "ops")], None, body).unwrap();
         assert_eq!(cat, "general", "header mismatch falls through; stream rules out batch");
@@ -223,7 +304,7 @@ mod tests {
 
     #[test]
     fn unchanged_model_leaves_body_alone() {
-        let (_, d) = run(&[], None, r#"{"model":"mini","stream":true}"#).unwrap();
+        let (_, d) = run(&[], None, r#"{"model":"mini","user":"human-1"}"#).unwrap();
         assert_eq!(d.body, None);
     }
 
@@ -279,6 +360,40 @@ mod tests {
         let out = splice(input, 9..12, "we\"ird\\name\u{1}");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "we\"ird\\name\u{1}");
+    }
+
+    fn streamed(body: &str) -> (UsageChunk, String) {
+        let (_, d) = run(&[], Some("general"), body).unwrap();
+        (d.usage_chunk, d.body.map(|b| String::from_utf8(b).unwrap()).unwrap_or_else(|| body.to_owned()))
+    }
+
+    #[test]
+    fn streaming_requests_ask_for_usage() {
+        let cases = [
+            (r#"{"model":"x","stream":true}"#, r#"{"stream_options":{"include_usage":true},"model":"mini","stream":true}"#, UsageChunk::Injected),
+            (r#"{"model":"x","stream":true,"stream_options":null}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#, UsageChunk::Injected),
+            (r#"{"model":"x","stream":true,"stream_options":{ }}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true }}"#, UsageChunk::Injected),
+            (r#"{"model":"x","stream":true,"stream_options":{"a":1}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true,"a":1}}"#, UsageChunk::Injected),
+            (r#"{"model":"x","stream":true,"stream_options":{"include_usage": false}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage": true}}"#, UsageChunk::Injected),
+            (r#"{"model":"x","stream":true,"stream_options":{"include_usage":true}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#, UsageChunk::ClientAsked),
+            (r#"{"model":"x","stream":true,"stream_options":"bad"}"#, r#"{"model":"mini","stream":true,"stream_options":"bad"}"#, UsageChunk::Unavailable),
+            (r#"{"model":"x","stream":false}"#, r#"{"model":"mini","stream":false}"#, UsageChunk::NotApplicable),
+        ];
+        for (input, want, chunk) in cases {
+            let (got_chunk, got) = streamed(input);
+            assert_eq!(got, want, "{input}");
+            assert_eq!(got_chunk, chunk, "{input}");
+            let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+            assert_eq!(v["model"], "mini");
+        }
+    }
+
+    #[test]
+    fn responses_streams_are_left_alone() {
+        let c = config();
+        let t = target("", "/v1/responses").unwrap();
+        let d = decide(&c, "/v1/responses", &t, &[], Some("general"), br#"{"model":"mini","stream":true}"#).unwrap();
+        assert_eq!((d.body, d.usage_chunk, d.stream), (None, UsageChunk::NotApplicable, true));
     }
 
     #[test]

@@ -286,16 +286,13 @@ impl Envoy {
 
     /// Waits until the log contains `needle`; false if `timeout` passed first.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Waits until stdout (where access logs usually go) contains `needle`; false if `timeout`
+    /// passed first.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.stdout().contains(needle))
     }
 
     /// GET an admin path (e.g. `/clusters`); errors unless it answers 200.
@@ -496,5 +493,19 @@ mod tests {
     #[test]
     fn stat_filters_are_escaped() {
         assert_eq!(percent_encode(&format!("^{}$", regex_escape("cluster.a_b"))), "%5Ecluster%5C.a_b%24");
+    }
+}
+
+/// Polls `done` every 20 ms until it holds; false if `timeout` passed first.
+fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }

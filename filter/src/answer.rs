@@ -1,0 +1,371 @@
+//! What switchyard does to an upstream's answer: read its usage, price it, and keep a streamed
+//! answer in the shape the client asked for.
+//!
+//! A non-streaming answer is whole when it is priced (`price_body`). A streamed (SSE) answer goes
+//! through `StreamedAnswer` chunk by chunk: events pass on unchanged and as soon as they are
+//! complete; the usage chunk is read, and then either removed (switchyard asked for it on the
+//! client's behalf) or passed on with the cost added (the client asked for it). Bytes of an event
+//! that is not complete yet are held until it is, so the client never sees half an edited event.
+//! The host glue decides when to call these and what to do with headers, metrics and logs.
+
+use crate::config::Price;
+use crate::cost::{self, Cost, Unpriced};
+use crate::route::UsageChunk;
+use crate::sse::SseSplitter;
+use crate::usage::{self, Usage};
+
+/// What is known about an answer's price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priced {
+    /// Usage read and priced.
+    Cost(Usage, Cost),
+    /// Usage read, but the model lacks a price it needs.
+    Unpriced(Usage, Unpriced),
+    /// The answer carried no usage switchyard could read.
+    NoUsage,
+    /// The answer was too large to hold (non-streaming) or to follow (streaming).
+    TooLarge,
+}
+
+impl Priced {
+    pub fn from_usage(usage: Option<Usage>, price: &Price) -> Priced {
+        match usage {
+            None => Priced::NoUsage,
+            Some(usage) => match cost::price(&usage, price) {
+                Ok(cost) => Priced::Cost(usage, cost),
+                Err(why) => Priced::Unpriced(usage, why),
+            },
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Priced::Cost(usage, _) | Priced::Unpriced(usage, _) => Some(*usage),
+            Priced::NoUsage | Priced::TooLarge => None,
+        }
+    }
+
+    /// The `x-switchyard-cost-usd` value: a decimal string, or `unknown`.
+    pub fn cost_text(&self) -> String {
+        match self {
+            Priced::Cost(_, cost) => cost.to_string(),
+            _ => "unknown".to_owned(),
+        }
+    }
+
+    /// Why the cost is unknown (`x-switchyard-cost-status`), or `ok`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Priced::Cost(..) => "ok",
+            Priced::Unpriced(..) => "unpriced",
+            Priced::NoUsage => "no-usage",
+            Priced::TooLarge => "too-large",
+        }
+    }
+}
+
+/// Prices a whole non-streaming answer.
+pub fn price_body(body: &[u8], price: &Price) -> Priced {
+    Priced::from_usage(usage::from_body(body), price)
+}
+
+/// Latency figures added to the final usage chunk of a stream the client asked usage for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub upstream_ms: u64,
+    pub ttft_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Follows one streamed answer.
+pub struct StreamedAnswer {
+    splitter: SseSplitter,
+    mode: UsageChunk,
+    price: Price,
+    /// Largest incomplete event held before switchyard stops following the stream.
+    limit: usize,
+    usage: Option<Usage>,
+    gave_up: bool,
+}
+
+impl StreamedAnswer {
+    pub fn new(mode: UsageChunk, price: Price, limit: usize) -> Self {
+        StreamedAnswer { splitter: SseSplitter::new(), mode, price, limit, usage: None, gave_up: false }
+    }
+
+    /// Whether this stream's bytes may be edited (else they are only read).
+    fn edits(&self) -> bool {
+        matches!(self.mode, UsageChunk::Injected | UsageChunk::ClientAsked) && !self.gave_up
+    }
+
+    /// Takes one chunk of the answer. Returns the bytes to send instead of it, or `None` when the
+    /// chunk goes on exactly as it came. `timing` is asked for only when the usage chunk is edited.
+    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool, timing: impl FnOnce() -> Timing) -> Option<Vec<u8>> {
+        if self.gave_up {
+            return None;
+        }
+        let events = self.splitter.push(chunk);
+        let edits = self.edits();
+        let mut out: Vec<u8> = Vec::with_capacity(if edits { chunk.len() } else { 0 });
+        let mut changed = false;
+        let mut timing = Some(timing);
+        for event in events {
+            let found = event.data.as_deref().and_then(usage::from_event);
+            if found.is_none() || !edits {
+                if found.is_some() {
+                    self.usage = found;
+                }
+                if !edits {
+                    continue;
+                }
+                // With usage switched on, providers put `"usage":null` in every other chunk;
+                // a client that did not ask for usage gets its chunks without it.
+                let stripped = match (self.mode, event.data.as_deref()) {
+                    (UsageChunk::Injected, Some(data)) => strip_null_usage(data).map(|d| (data, d)),
+                    _ => None,
+                };
+                match stripped {
+                    Some((data, edited)) => {
+                        changed = true;
+                        out.extend_from_slice(&replace_data(&event.raw, data, &edited));
+                    }
+                    None => out.extend_from_slice(&event.raw),
+                }
+                continue;
+            }
+            self.usage = found;
+            let data = event.data.as_deref().unwrap_or_default();
+            match self.mode {
+                UsageChunk::Injected if usage::is_usage_only_chunk(data) => changed = true,
+                UsageChunk::ClientAsked => {
+                    let priced = Priced::from_usage(found, &self.price);
+                    let figures = timing.take().map(|t| t()).unwrap_or_default();
+                    match annotate(data, &priced, figures) {
+                        Some(edited) => {
+                            changed = true;
+                            out.extend_from_slice(&replace_data(&event.raw, data, &edited));
+                        }
+                        None => out.extend_from_slice(&event.raw),
+                    }
+                }
+                _ => out.extend_from_slice(&event.raw),
+            }
+        }
+        if end_of_stream {
+            out.extend_from_slice(&self.splitter.take_pending());
+        } else if self.splitter.pending_len() > self.limit {
+            // An event this large is not an LLM stream switchyard understands: stop following it
+            // and let every byte through as it is.
+            self.gave_up = true;
+            out.extend_from_slice(&self.splitter.take_pending());
+            return edits.then_some(out);
+        }
+        if !edits {
+            return None;
+        }
+        // Unchanged and nothing held back: the chunk can go as it is, without a copy into Envoy.
+        (changed || out.len() != chunk.len()).then_some(out)
+    }
+
+    /// What the stream's usage chunk said, priced; `TooLarge` when switchyard stopped following.
+    pub fn priced(&self) -> Priced {
+        if self.gave_up {
+            return Priced::TooLarge;
+        }
+        Priced::from_usage(self.usage, &self.price)
+    }
+}
+
+/// The usage chunk's `data` with `usage.cost` (unless the upstream put one there) and a
+/// `switchyard` member with the cost and latency figures.
+fn annotate(data: &str, priced: &Priced, timing: Timing) -> Option<String> {
+    let cost = priced.cost_text();
+    let with_cost = match priced {
+        Priced::Cost(..) => usage::with_usage_cost(data, &cost).unwrap_or_else(|| data.to_owned()),
+        _ => data.to_owned(),
+    };
+    let trimmed = with_cost.trim_end();
+    let body = trimmed.strip_suffix('}')?;
+    let member = format!(
+        r#","switchyard":{{"cost_usd":"{cost}","cost_status":"{}","upstream_ms":{},"ttft_ms":{},"total_ms":{}}}}}"#,
+        priced.status(),
+        timing.upstream_ms,
+        timing.ttft_ms,
+        timing.total_ms
+    );
+    Some(format!("{body}{member}"))
+}
+
+/// `data` without its `"usage":null` member, when it has one.
+fn strip_null_usage(data: &str) -> Option<String> {
+    const MEMBER: &str = r#""usage":null"#;
+    let at = data.find(MEMBER)?;
+    let end = at + MEMBER.len();
+    let before = data.get(..at)?.trim_end();
+    let after = data.get(end..)?;
+    if let Some(before) = before.strip_suffix(',') {
+        // `..., "usage":null}` → `...}`
+        return Some(format!("{before}{after}"));
+    }
+    // `{"usage":null, ...}` → `{...}`
+    let after = after.trim_start().strip_prefix(',').unwrap_or(after);
+    Some(format!("{before}{after}"))
+}
+
+/// The event's raw bytes with its data payload replaced; a multi-line payload is rewritten as
+/// one `data:` line.
+fn replace_data(raw: &[u8], old: &str, new: &str) -> Vec<u8> {
+    let old = old.as_bytes();
+    if !old.contains(&b'\n') {
+        if let Some(at) = raw.windows(old.len().max(1)).position(|w| w == old) {
+            let mut out = Vec::with_capacity(raw.len() - old.len() + new.len());
+            out.extend_from_slice(raw.get(..at).unwrap_or_default());
+            out.extend_from_slice(new.as_bytes());
+            out.extend_from_slice(raw.get(at + old.len()..).unwrap_or_default());
+            return out;
+        }
+    }
+    format!("data: {new}\n\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_value;
+    use serde_json::json;
+
+    fn price() -> Price {
+        let c = from_value(json!({
+            "upstreams": {"u": {"cluster": "c"}},
+            "models": {"m": {"input_usd_per_1m": 0.15, "output_usd_per_1m": 0.6}},
+            "categories": [{"name": "k", "candidates": [{"upstream": "u", "model": "m"}]}],
+            "default_category": "k"
+        }))
+        .unwrap();
+        c.models[0].price
+    }
+
+    const CHUNK1: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n";
+    const CHUNK2: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500,\"total_tokens\":1500}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn stream() -> String {
+        [CHUNK1, CHUNK2, USAGE, DONE].concat()
+    }
+
+    /// Feeds `input` in pieces of `size` bytes; returns what the client receives.
+    fn play(answer: &mut StreamedAnswer, input: &str, size: usize) -> String {
+        let bytes = input.as_bytes();
+        let mut out = Vec::new();
+        let pieces: Vec<&[u8]> = bytes.chunks(size).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let timing = || Timing { upstream_ms: 5, ttft_ms: 7, total_ms: 9 };
+            match answer.push(piece, last, timing) {
+                Some(replaced) => out.extend_from_slice(&replaced),
+                None => out.extend_from_slice(piece),
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn injected_usage_chunk_is_removed_at_any_split() {
+        for size in 1..=stream().len() {
+            let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+            let got = play(&mut a, &stream(), size);
+            let want = [CHUNK1, CHUNK2, DONE].concat().replace(",\"usage\":null", "");
+            assert_eq!(got, want, "split {size}");
+            let Priced::Cost(usage, cost) = a.priced() else { panic!("{:?}", a.priced()) };
+            assert_eq!((usage.input, usage.output), (1000, 500));
+            assert_eq!(cost.to_string(), "0.00045");
+        }
+    }
+
+    #[test]
+    fn null_usage_members_are_removed_only_when_injected() {
+        assert_eq!(strip_null_usage(r#"{"a":1,"usage":null}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(strip_null_usage(r#"{"usage":null,"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(strip_null_usage(r#"{"a":"\"usage\":null"}"#), None);
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        let got = play(&mut a, &stream(), 13);
+        assert!(!got.contains("usage"), "{got}");
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        let got = play(&mut a, &stream(), 13);
+        assert_eq!(got.matches("\"usage\":null").count(), 2, "{got}");
+    }
+
+    #[test]
+    fn client_asked_usage_chunk_gets_the_cost() {
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        let got = play(&mut a, &stream(), 17);
+        let expected_usage = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500,\"total_tokens\":1500,\"cost\":0.00045},\"switchyard\":{\"cost_usd\":\"0.00045\",\"cost_status\":\"ok\",\"upstream_ms\":5,\"ttft_ms\":7,\"total_ms\":9}}\n\n";
+        assert_eq!(got, [CHUNK1, CHUNK2, expected_usage, DONE].concat());
+    }
+
+    #[test]
+    fn upstream_cost_is_not_overwritten() {
+        let usage = USAGE.replace("\"total_tokens\":1500", "\"total_tokens\":1500,\"cost\":0.5");
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        let got = play(&mut a, &usage, 1000);
+        assert!(got.contains("\"cost\":0.5}"), "{got}");
+        assert!(!got.contains("\"cost\":0.00045"), "{got}");
+        assert!(got.contains("\"cost_usd\":\"0.00045\""), "{got}");
+    }
+
+    #[test]
+    fn read_only_streams_pass_every_chunk_untouched() {
+        for mode in [UsageChunk::NotApplicable, UsageChunk::Unavailable] {
+            let mut a = StreamedAnswer::new(mode, price(), 1 << 20);
+            for piece in stream().as_bytes().chunks(10) {
+                assert_eq!(a.push(piece, false, Timing::default), None);
+            }
+            assert!(matches!(a.priced(), Priced::Cost(..)));
+        }
+    }
+
+    #[test]
+    fn whole_events_pass_without_a_copy() {
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        assert_eq!(a.push(CHUNK1.as_bytes(), false, Timing::default), None);
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        let bare = CHUNK1.replace(",\"usage\":null", "");
+        assert_eq!(a.push(bare.as_bytes(), false, Timing::default), None);
+        assert_eq!(a.push(USAGE.as_bytes(), false, Timing::default), Some(Vec::new()));
+        assert_eq!(a.push(DONE.as_bytes(), true, Timing::default), None);
+    }
+
+    #[test]
+    fn stream_without_usage_is_reported() {
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        let input = [CHUNK1, CHUNK2, DONE].concat().replace(",\"usage\":null", "");
+        assert_eq!(play(&mut a, &input, 5), input);
+        assert_eq!(a.priced(), Priced::NoUsage);
+    }
+
+    #[test]
+    fn oversized_event_stops_the_following_but_loses_nothing() {
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 64);
+        let input = format!("data: {}\n\n{}", "x".repeat(500), [CHUNK1, USAGE, DONE].concat());
+        assert_eq!(play(&mut a, &input, 50), input);
+        assert_eq!(a.priced(), Priced::TooLarge);
+    }
+
+    #[test]
+    fn unterminated_tail_is_flushed_at_the_end() {
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        let input = format!("{CHUNK1}data: {{\"partial\"");
+        assert_eq!(play(&mut a, &input, 9), input);
+    }
+
+    #[test]
+    fn bodies_are_priced() {
+        let body = br#"{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500}}"#;
+        assert_eq!(price_body(body, &price()).cost_text(), "0.00045");
+        assert_eq!(price_body(b"{}", &price()), Priced::NoUsage);
+        assert_eq!(price_body(b"{}", &price()).cost_text(), "unknown");
+        let unpriced = price_body(body, &Price::default());
+        assert_eq!((unpriced.status(), unpriced.cost_text().as_str()), ("unpriced", "unknown"));
+    }
+}

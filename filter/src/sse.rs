@@ -1,0 +1,457 @@
+//! Splitting a `text/event-stream` answer into events, however its bytes were chunked.
+//!
+//! Upstreams stream answers as Server-Sent Events, and Envoy hands them to the filter in chunks cut
+//! anywhere: inside a line, inside a UTF-8 character, between the `\r` and the `\n` of a line end.
+//! `SseSplitter` holds the bytes of an unfinished event until the blank line that ends it arrives,
+//! then hands the event back with its exact bytes and its `data` and `event` fields, read by the
+//! WHATWG event-stream rules: lines end with `\r\n`, `\n` or `\r`; a line starting with `:` is a
+//! comment; one space after a field's colon is dropped; `data` lines are joined with `\n`; a UTF-8
+//! byte order mark at the start of the stream is ignored. Every byte it is given comes back
+//! unchanged, either in some event's `raw` or from `take_pending`, so the caller can pass an event
+//! on, drop it or replace it without disturbing the rest of the stream.
+//!
+//! This module decides only where events begin and end and what their fields say. What an event
+//! means (usage, `[DONE]`), what to do with it, and how many bytes may be held back before giving
+//! up on an oversized event are the caller's decisions (`pending_len` tells it how many are held).
+
+/// The UTF-8 byte order mark, ignored at the very start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One complete event of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The event's exact bytes, from its first line through the blank line that ends it.
+    pub raw: Vec<u8>,
+    /// The `data` field: the values of all `data:` lines joined by `\n`; `None` when the event has
+    /// no data line (only comments, say, or nothing but the blank line). Invalid UTF-8 is replaced
+    /// by U+FFFD here; `raw` keeps the bytes as they came.
+    pub data: Option<String>,
+    /// The `event` field (the last one, when there are several).
+    pub event: Option<String>,
+}
+
+/// An incremental splitter: feed it chunks in order, get back each event as soon as it is complete.
+#[derive(Debug, Default)]
+pub struct SseSplitter {
+    /// Bytes of the unfinished event. A chunk that ends on an event boundary is never copied here.
+    pending: Vec<u8>,
+    cursor: Cursor,
+}
+
+/// How far the pending bytes have been scanned, so that no byte is scanned twice.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    /// Bytes of the buffer already scanned for line ends.
+    scanned: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    /// The last line ended with `\r`: a `\n` right after it is part of the same line end.
+    after_cr: bool,
+    /// At least one event has been completed: a byte order mark is no longer possible.
+    past_start: bool,
+}
+
+impl SseSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds a chunk; returns the events completed by it, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.pending.is_empty() {
+            // Nothing held: scan the chunk where it lies and keep only its unfinished tail.
+            let consumed = self.cursor.scan(chunk, &mut events);
+            self.pending.extend_from_slice(chunk.get(consumed..).unwrap_or_default());
+            self.cursor.rebase(consumed);
+        } else {
+            self.pending.extend_from_slice(chunk);
+            let consumed = self.cursor.scan(&self.pending, &mut events);
+            self.pending.drain(..consumed);
+            self.cursor.rebase(consumed);
+        }
+        events
+    }
+
+    /// At end of stream: the held event that is complete but was kept back only because its blank
+    /// line ended with a `\r` that a `\n` might have followed. Call it before `take_pending`.
+    pub fn finish(&mut self) -> Option<Event> {
+        let c = self.cursor;
+        let held = c.line_start == c.scanned
+            && self.pending.get(c.scanned) == Some(&b'\r')
+            && c.scanned.checked_add(1) == Some(self.pending.len());
+        if !held {
+            return None;
+        }
+        let raw = std::mem::take(&mut self.pending);
+        let event = Event::parse(raw, !c.past_start);
+        self.cursor = Cursor { past_start: true, ..Cursor::default() };
+        Some(event)
+    }
+
+    /// Bytes held back (an incomplete event), for the caller to flush as-is at end of stream.
+    /// The splitter starts afresh afterwards: the next byte pushed is taken as the start of an event.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        self.cursor = Cursor { past_start: self.cursor.past_start, ..Cursor::default() };
+        std::mem::take(&mut self.pending)
+    }
+
+    /// How many bytes are held back.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl Cursor {
+    /// Scans `buf` from where the last scan stopped, appends the events it completes, and returns
+    /// how many leading bytes of `buf` those events took.
+    fn scan(&mut self, buf: &[u8], events: &mut Vec<Event>) -> usize {
+        let mut event_start = 0;
+        let mut i = self.scanned;
+        while let Some(rest) = buf.get(i..) {
+            if self.after_cr {
+                match rest.first() {
+                    None => break,
+                    Some(b'\n') => {
+                        i = i.saturating_add(1);
+                        self.line_start = i;
+                        self.after_cr = false;
+                        continue;
+                    }
+                    Some(_) => self.after_cr = false,
+                }
+            }
+            let Some(offset) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                i = buf.len();
+                break;
+            };
+            let at = i.saturating_add(offset);
+            let is_cr = rest.get(offset) == Some(&b'\r');
+            let mut end = at.saturating_add(1);
+            if at == self.line_start {
+                // A blank line: the event ends here, line end included.
+                if is_cr {
+                    match buf.get(end) {
+                        // Is this `\r` alone or the start of `\r\n`? Wait for the next byte.
+                        None => {
+                            i = at;
+                            break;
+                        }
+                        Some(b'\n') => end = end.saturating_add(1),
+                        Some(_) => {}
+                    }
+                }
+                if let Some(raw) = buf.get(event_start..end) {
+                    events.push(Event::parse(raw.to_vec(), !self.past_start));
+                }
+                self.past_start = true;
+                event_start = end;
+            } else {
+                self.after_cr = is_cr;
+            }
+            i = end;
+            self.line_start = end;
+        }
+        self.scanned = i;
+        event_start
+    }
+
+    /// Makes positions relative to the buffer once its first `consumed` bytes are gone.
+    fn rebase(&mut self, consumed: usize) {
+        self.scanned = self.scanned.saturating_sub(consumed);
+        self.line_start = self.line_start.saturating_sub(consumed);
+    }
+}
+
+impl Event {
+    /// Reads the fields of a complete event.
+    fn parse(raw: Vec<u8>, stream_start: bool) -> Event {
+        let mut data: Option<String> = None;
+        let mut event = None;
+        let mut rest = raw.as_slice();
+        if stream_start {
+            rest = rest.strip_prefix(BOM).unwrap_or(rest);
+        }
+        while !rest.is_empty() {
+            let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
+            let (line, after) = rest.split_at_checked(end).unwrap_or((rest, &[]));
+            rest = match after {
+                [b'\r', b'\n', tail @ ..] | [_, tail @ ..] => tail,
+                [] => &[],
+            };
+            if line.is_empty() || line.first() == Some(&b':') {
+                continue;
+            }
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let (name, value) = line.split_at_checked(colon).unwrap_or((line, &[]));
+                    let value = value.get(1..).unwrap_or_default();
+                    (name, value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            match name {
+                b"data" => {
+                    let value = String::from_utf8_lossy(value);
+                    match &mut data {
+                        Some(joined) => {
+                            joined.push('\n');
+                            joined.push_str(&value);
+                        }
+                        None => data = Some(value.into_owned()),
+                    }
+                }
+                b"event" => event = Some(String::from_utf8_lossy(value).into_owned()),
+                _ => {}
+            }
+        }
+        Event { raw, data, event }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chat completions stream as OpenAI sends it with `stream_options.include_usage`.
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_34a54ae93c\",",
+        "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},",
+        "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"x1\"}\n\n",
+        "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_34a54ae93c\",",
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Crème brûlée 🚂\"},\"logprobs\":null,",
+        "\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"Yz\"}\n\n",
+        "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_34a54ae93c\",",
+        "\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_34a54ae93c\",",
+        "\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29,",
+        "\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},\"completion_tokens_details\":",
+        "{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    /// A short stream with every line-end style, comments, fields and multi-byte characters.
+    const MIXED_STREAM: &[u8] = b": keep-alive\r\n\r\nevent: delta\r\ndata: h\xC3\xA9\rdata:  two\n\ndata\nid: 7\r\r\n:c\ndata: \xF0\x9F\x9A\x82\n\n";
+
+    fn feed(splitter: &mut SseSplitter, chunks: &[&[u8]]) -> Vec<Event> {
+        chunks.iter().flat_map(|c| splitter.push(c)).collect()
+    }
+
+    fn whole(input: &[u8]) -> Vec<Event> {
+        let mut s = SseSplitter::new();
+        let events = s.push(input);
+        assert_eq!(s.pending_len(), 0);
+        events
+    }
+
+    #[test]
+    fn openai_stream_whole() {
+        let events = whole(OPENAI_STREAM.as_bytes());
+        assert_eq!(events.len(), 5);
+        assert!(events.iter().all(|e| e.event.is_none()));
+        assert!(events[1].data.as_deref().unwrap().contains("Crème brûlée 🚂"));
+        assert!(events[3].data.as_deref().unwrap().contains("\"choices\":[]"));
+        assert_eq!(events[4].data.as_deref(), Some("[DONE]"));
+        assert_eq!(events[4].raw, b"data: [DONE]\n\n");
+        let joined: Vec<u8> = events.iter().flat_map(|e| e.raw.clone()).collect();
+        assert_eq!(joined, OPENAI_STREAM.as_bytes());
+        for e in &events[..4] {
+            let data = e.data.as_deref().unwrap();
+            assert!(data.starts_with('{') && data.ends_with('}'), "{data}");
+            assert_eq!(e.raw, format!("data: {data}\n\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn openai_stream_split_at_every_offset() {
+        let input = OPENAI_STREAM.as_bytes();
+        let want = whole(input);
+        for cut in 0..=input.len() {
+            let mut s = SseSplitter::new();
+            let got = feed(&mut s, &[&input[..cut], &input[cut..]]);
+            assert_eq!(got, want, "split at {cut}");
+            assert_eq!(s.pending_len(), 0);
+        }
+    }
+
+    #[test]
+    fn openai_stream_byte_by_byte() {
+        let input = OPENAI_STREAM.as_bytes();
+        let mut s = SseSplitter::new();
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(feed(&mut s, &chunks), whole(input));
+    }
+
+    #[test]
+    fn mixed_stream_fields() {
+        let events = whole(MIXED_STREAM);
+        let fields: Vec<(Option<&str>, Option<&str>)> =
+            events.iter().map(|e| (e.event.as_deref(), e.data.as_deref())).collect();
+        assert_eq!(fields, [(None, None), (Some("delta"), Some("hé\n two")), (None, Some("")), (None, Some("🚂")),]);
+        let raws: Vec<&[u8]> = events.iter().map(|e| e.raw.as_slice()).collect();
+        assert_eq!(
+            raws,
+            [
+                &b": keep-alive\r\n\r\n"[..],
+                b"event: delta\r\ndata: h\xC3\xA9\rdata:  two\n\n",
+                b"data\nid: 7\r\r\n",
+                b":c\ndata: \xF0\x9F\x9A\x82\n\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn mixed_stream_split_at_every_pair_of_offsets() {
+        let input = MIXED_STREAM;
+        let want = whole(input);
+        for a in 0..=input.len() {
+            for b in a..=input.len() {
+                let mut s = SseSplitter::new();
+                let got = feed(&mut s, &[&input[..a], &input[a..b], &input[b..]]);
+                assert_eq!(got, want, "split at {a} and {b}");
+                assert_eq!(s.pending_len(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_and_lone_cr_line_ends() {
+        let events = whole(b"event: a\r\ndata: 1\r\ndata: 2\r\n\r\nevent: b\rdata: 3\r\rdata: 4\n\n");
+        assert_eq!(events.len(), 3);
+        assert_eq!((events[0].event.as_deref(), events[0].data.as_deref()), (Some("a"), Some("1\n2")));
+        assert_eq!((events[1].event.as_deref(), events[1].data.as_deref()), (Some("b"), Some("3")));
+        assert_eq!(events[1].raw, b"event: b\rdata: 3\r\r");
+        assert_eq!(events[2].data.as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn cr_at_end_of_chunk_waits_for_the_next_byte() {
+        let mut s = SseSplitter::new();
+        assert!(s.push(b"data: x\r\n\r").is_empty(), "the `\\n` of `\\r\\n` may follow");
+        let events = s.push(b"\ndata: y\n\n");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].raw, b"data: x\r\n\r\n");
+        assert_eq!(events[1].raw, b"data: y\n\n");
+
+        let mut s = SseSplitter::new();
+        assert!(s.push(b"data: x\r\r").is_empty());
+        let events = s.push(b"data: y\r\r");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].raw, b"data: x\r\r");
+        let last = s.finish().unwrap();
+        assert_eq!((last.raw.as_slice(), last.data.as_deref()), (&b"data: y\r\r"[..], Some("y")));
+        assert_eq!(s.pending_len(), 0);
+        assert!(s.take_pending().is_empty());
+    }
+
+    #[test]
+    fn comments_only_event_has_no_data() {
+        let events = whole(b": ping\n\n:\n\n\n");
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(|e| e.data.is_none() && e.event.is_none()));
+        assert_eq!(events[2].raw, b"\n");
+    }
+
+    #[test]
+    fn field_rules() {
+        // No space after the colon, two spaces (one kept), no colon at all, unknown fields, and a
+        // field name that only starts like `data`.
+        let events = whole(b"data:a\ndata:  b\ndata\nretry: 10\nid: 1\ndatum: no\nevent:x\nevent: y\n\n");
+        assert_eq!(events[0].data.as_deref(), Some("a\n b\n"));
+        assert_eq!(events[0].event.as_deref(), Some("y"));
+        // Values may contain colons.
+        let events = whole(b"data: {\"a\":\"b:c\"}\n\n");
+        assert_eq!(events[0].data.as_deref(), Some("{\"a\":\"b:c\"}"));
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored_at_stream_start_only() {
+        let events = whole(b"\xEF\xBB\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n");
+        assert_eq!(events[0].data.as_deref(), Some("a"));
+        assert_eq!(events[0].raw, b"\xEF\xBB\xBFdata: a\n\n");
+        assert_eq!(events[1].data, None, "a later mark is part of the field name");
+    }
+
+    #[test]
+    fn multibyte_character_split_across_chunks() {
+        let input = "data: {\"content\":\"日本語 🚂\"}\n\n".as_bytes();
+        let want = whole(input);
+        assert_eq!(want[0].data.as_deref(), Some("{\"content\":\"日本語 🚂\"}"));
+        for cut in 1..input.len() {
+            let mut s = SseSplitter::new();
+            let mut got = s.push(&input[..cut]);
+            if cut < input.len() - 1 {
+                assert!(got.is_empty());
+            }
+            got.extend(s.push(&input[cut..]));
+            assert_eq!(got, want, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_does_not_panic_and_raw_stays_exact() {
+        let input = b"data: a\xFF\xC3b\nevent: \xE2\x82\n\n";
+        let events = whole(input);
+        assert_eq!(events[0].raw, input);
+        assert_eq!(events[0].data.as_deref(), Some("a\u{FFFD}\u{FFFD}b"));
+        assert_eq!(events[0].event.as_deref(), Some("\u{FFFD}"));
+    }
+
+    #[test]
+    fn incomplete_tail_is_returned_by_take_pending() {
+        let mut s = SseSplitter::new();
+        let events = s.push(b"data: one\n\ndata: tw");
+        assert_eq!(events.len(), 1);
+        assert_eq!(s.pending_len(), 8);
+        let events = s.push(b"o\ndata: m\xC3");
+        assert!(events.is_empty());
+        assert_eq!(s.pending_len(), 18);
+        assert_eq!(s.finish(), None);
+        assert_eq!(s.take_pending(), b"data: two\ndata: m\xC3");
+        assert_eq!(s.pending_len(), 0);
+        // Afterwards it starts afresh.
+        let events = s.push(b"data: next\n\n");
+        assert_eq!(events[0].data.as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn empty_chunks_change_nothing() {
+        let mut s = SseSplitter::new();
+        assert!(s.push(b"").is_empty());
+        assert!(s.push(b"data: a").is_empty());
+        assert!(s.push(b"").is_empty());
+        let events = s.push(b"\n\n");
+        assert_eq!(events[0].raw, b"data: a\n\n");
+    }
+
+    /// `cargo test --release -p switchyard-filter --lib sse::tests::timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing measurement, not a check"]
+    fn timing() {
+        let chunk = concat!(
+            "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
+            "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"},",
+            "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+        )
+        .as_bytes();
+        let (head, tail) = chunk.split_at(chunk.len() / 2);
+        let rounds = 1_000_000u32;
+        let mut s = SseSplitter::new();
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(s.push(std::hint::black_box(chunk)));
+        }
+        let whole = start.elapsed() / rounds;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(s.push(std::hint::black_box(head)));
+            std::hint::black_box(s.push(std::hint::black_box(tail)));
+        }
+        let split = start.elapsed() / rounds;
+        println!("push, {} byte event: {whole:?} whole, {split:?} in two halves", chunk.len());
+    }
+}

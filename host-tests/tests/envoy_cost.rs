@@ -1,0 +1,253 @@
+//! Cost, tokens and latency in a real Envoy: response headers on ordinary answers, the final usage
+//! chunk on streamed ones, Prometheus counters and the access log — each checked against figures
+//! computed here by hand from the demo's price book and the mock's reported usage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_host_tests::scenario::Scenario;
+
+const CHAT: &str = "/v1/chat/completions";
+const EXTRACT: &str = r#"{"model":"extract-fields","messages":[{"role":"user","content":"Total of invoice 7?"}]}"#;
+
+fn demo() -> Scenario {
+    Scenario::start("demo", 3).expect("demo scenario starts")
+}
+
+/// USD cost of `input` (of which `cached`) and `output` tokens at gpt-4o-mini's demo prices
+/// (0.15 / 0.60 / 0.075 cached, per million), as an exact decimal string.
+fn gpt4o_mini_cost(input: u64, cached: u64, output: u64) -> String {
+    // In units of 1e-9 USD per million tokens → femto-dollars, then printed exactly.
+    let femtos = u128::from(input - cached) * 150_000_000 + u128::from(cached) * 75_000_000 + u128::from(output) * 600_000_000;
+    let whole = femtos / 1_000_000_000_000_000;
+    let frac = femtos % 1_000_000_000_000_000;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:015}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[test]
+fn non_streaming_answer_carries_cost_tokens_and_latency_headers() {
+    let s = demo();
+    let a = s.post(CHAT, &[("x-mock-usage", "1000,500,200,40")], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(gpt4o_mini_cost(1000, 200, 500), "0.000435");
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.000435"));
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("ok"));
+    assert_eq!(a.header("x-switchyard-input-tokens"), Some("1000"));
+    assert_eq!(a.header("x-switchyard-output-tokens"), Some("500"));
+    assert_eq!(a.header("x-switchyard-cached-input-tokens"), Some("200"));
+    assert_eq!(a.header("x-switchyard-reasoning-tokens"), Some("40"));
+    let upstream_ms: u64 = a.header("x-switchyard-upstream-ms").unwrap().parse().unwrap();
+    let total_ms: u64 = a.header("x-switchyard-total-ms").unwrap().parse().unwrap();
+    assert!(total_ms >= upstream_ms);
+    // The body is the upstream's, untouched.
+    assert_eq!(a.json().unwrap()["usage"]["prompt_tokens"], 1000);
+
+    // The mock's default usage: a quarter of the request body length in, 12 out.
+    let a = s.post(CHAT, &[], EXTRACT.as_bytes()).unwrap();
+    let input = (EXTRACT.len() / 4) as u64;
+    assert_eq!(a.header("x-switchyard-input-tokens"), Some(input.to_string().as_str()));
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some(gpt4o_mini_cost(input, 0, 12).as_str()));
+    assert_eq!(a.header("x-switchyard-cached-input-tokens"), None, "absent when zero");
+}
+
+#[test]
+fn every_api_shape_is_priced() {
+    let s = demo();
+    // Embeddings: mistral-embed at 0.10 per million input tokens, no output.
+    let a = s.post("/v1/embeddings", &[("x-mock-usage", "2000,0")], br#"{"model":"e","input":"hello"}"#).unwrap();
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.0002"), "{:?}", a.headers);
+    // Completions and Responses API (its usage has input_tokens/output_tokens).
+    let a = s.post("/v1/completions", &[("x-mock-usage", "1000,1000")], br#"{"model":"extract-x","prompt":"p"}"#).unwrap();
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.00075"));
+    let a = s.post("/v1/responses", &[("x-mock-usage", "1000,1000,0,300")], br#"{"model":"extract-x","input":"p"}"#).unwrap();
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.00075"));
+    assert_eq!(a.header("x-switchyard-reasoning-tokens"), Some("300"));
+}
+
+#[test]
+fn upstream_ms_reflects_an_injected_delay() {
+    let s = demo();
+    let a = s.post(CHAT, &[("x-mock-delay-ms", "300")], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 200);
+    let upstream_ms: u64 = a.header("x-switchyard-upstream-ms").unwrap().parse().unwrap();
+    let total_ms: u64 = a.header("x-switchyard-total-ms").unwrap().parse().unwrap();
+    assert!(upstream_ms >= 300, "upstream-ms {upstream_ms}");
+    assert!(upstream_ms < 5000, "upstream-ms {upstream_ms}");
+    assert!(total_ms >= upstream_ms, "total {total_ms} < upstream {upstream_ms}");
+}
+
+#[test]
+fn unpriced_model_passes_with_an_explicit_unknown_cost() {
+    let s = demo();
+    let body = r#"{"model":"llama-3.1-8b-instruct","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = s.post(CHAT, &[("x-mock-usage", "10,5")], body.as_bytes()).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.header("x-switchyard-category"), Some("experimental"));
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("unknown"));
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("unpriced"));
+    assert_eq!(a.header("x-switchyard-input-tokens"), Some("10"));
+    let prom = s.envoy.stats_prometheus();
+    assert!(
+        prom.lines().any(|l| l.starts_with("switchyard_unpriced_total{") && l.contains("reason=\"unpriced\"") && l.ends_with(" 1")),
+        "{prom}"
+    );
+
+    // An answer without usage.
+    let a = s.post(CHAT, &[("x-mock-broken", "no-usage")], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("unknown"));
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("no-usage"));
+    assert_eq!(a.header("x-switchyard-input-tokens"), None);
+}
+
+#[test]
+fn error_answers_pass_unpriced_with_routing_headers() {
+    let s = demo();
+    let a = s.post(CHAT, &[("x-mock-status", "503")], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("x-switchyard-category"), Some("extraction"));
+    assert_eq!(a.header("x-switchyard-cost-usd"), None);
+    assert!(a.json().unwrap()["error"]["message"].is_string(), "the upstream's error body passes through");
+}
+
+/// Reads a streamed answer from a raw socket, noting when each body piece arrived.
+fn stream_raw(s: &Scenario, body: &str, extra_headers: &str) -> (String, Vec<(Duration, String)>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port())).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        stream,
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => lines.push((start.elapsed(), line)),
+        }
+    }
+    (head, lines)
+}
+
+/// The `data:` payloads of a chunked SSE answer read line by line.
+fn data_lines(lines: &[(Duration, String)]) -> Vec<String> {
+    lines.iter().filter_map(|(_, l)| l.strip_prefix("data: ").map(|d| d.trim_end().to_owned())).collect()
+}
+
+#[test]
+fn streamed_answer_without_usage_request_gets_none_but_is_still_priced() {
+    let s = demo();
+    let body = r#"{"model":"extract-fields","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (head, lines) = stream_raw(&s, body, "x-mock-usage: 1000,500\r\nx-mock-chunk-delay-ms: 50\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("x-switchyard-category: extraction"), "{head}");
+    assert!(head.contains("x-switchyard-upstream-ms: "), "{head}");
+    let data = data_lines(&lines);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    for d in &data {
+        assert!(!d.contains("usage"), "the client did not ask for usage: {d}");
+    }
+    assert!(data.len() >= 3, "{data:?}");
+    // switchyard asked the provider for usage on the client's behalf...
+    let seen = s.provider("provider_a").unwrap().last_request().unwrap();
+    assert_eq!(seen.body_json().unwrap()["stream_options"]["include_usage"], true);
+    // ...and recorded the cost in metrics and in the access log.
+    let prom = s.envoy.stats_prometheus();
+    let cost_line = prom
+        .lines()
+        .find(|l| l.starts_with("switchyard_cost_nanousd_total{") && l.contains("category=\"extraction\""))
+        .unwrap_or_else(|| panic!("{prom}"));
+    assert!(cost_line.ends_with(" 450000"), "1000 in + 500 out = 0.00045 USD = 450000 nano-USD: {cost_line}");
+    assert!(s.envoy.wait_for_stdout("\"cost_usd\":\"0.00045\"", Duration::from_secs(5)), "{}", s.envoy.stdout());
+}
+
+#[test]
+fn streamed_answer_with_usage_request_gets_the_cost_in_its_usage_chunk() {
+    let s = demo();
+    let body = r#"{"model":"extract-fields","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, lines) = stream_raw(&s, body, "x-mock-usage: 1000,500,200\r\n");
+    let data = data_lines(&lines);
+    let usage_chunk: Value = data.iter().rev().find(|d| d.contains("\"usage\":{")).map(|d| serde_json::from_str(d).unwrap()).unwrap();
+    assert_eq!(usage_chunk["choices"], serde_json::json!([]));
+    assert_eq!(usage_chunk["usage"]["prompt_tokens"], 1000);
+    let cost = gpt4o_mini_cost(1000, 200, 500);
+    assert_eq!(usage_chunk["usage"]["cost"].as_f64().unwrap().to_string(), cost);
+    assert_eq!(usage_chunk["switchyard"]["cost_usd"], cost);
+    assert!(usage_chunk["switchyard"]["ttft_ms"].is_u64());
+    assert!(usage_chunk["switchyard"]["total_ms"].is_u64());
+    // Chunks before it keep their `"usage": null`: that is what this client asked for.
+    assert!(data.iter().filter(|d| d.contains("\"usage\":null")).count() >= 1);
+}
+
+#[test]
+fn streamed_chunks_arrive_as_they_are_generated() {
+    let s = demo();
+    let body = r#"{"model":"extract-fields","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, lines) = stream_raw(&s, body, "x-mock-chunks: 4\r\nx-mock-chunk-delay-ms: 200\r\n");
+    let times: Vec<Duration> = lines.iter().filter(|(_, l)| l.starts_with("data: ")).map(|(t, _)| *t).collect();
+    assert!(times.len() >= 5, "{lines:?}");
+    let first = times[0];
+    let last = *times.last().unwrap();
+    assert!(last - first >= Duration::from_millis(600), "chunks were held back: {times:?}");
+}
+
+#[test]
+fn prometheus_shows_labelled_counters_and_histograms() {
+    let s = demo();
+    for _ in 0..3 {
+        assert_eq!(s.post(CHAT, &[("x-mock-usage", "100,10")], EXTRACT.as_bytes()).unwrap().status, 200);
+    }
+    s.post(CHAT, &[("x-mock-status", "429")], EXTRACT.as_bytes()).unwrap();
+    let prom = s.envoy.stats_prometheus();
+    let has = |prefix: &str, labels: &[&str], value: &str| {
+        prom.lines().any(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)) && l.ends_with(value))
+    };
+    let route = ["category=\"extraction\"", "upstream=\"openai\"", "model=\"gpt-4o-mini\""];
+    assert!(has("switchyard_requests_total{", &route, " 4"), "{prom}");
+    assert!(has("switchyard_responses_total{", &["status_class=\"2xx\"", "category=\"extraction\""], " 3"), "{prom}");
+    assert!(has("switchyard_responses_total{", &["status_class=\"4xx\""], " 1"), "{prom}");
+    assert!(has("switchyard_tokens_total{", &["token_type=\"input\"", "category=\"extraction\""], " 300"), "{prom}");
+    assert!(has("switchyard_tokens_total{", &["token_type=\"output\""], " 30"), "{prom}");
+    // 3 × (100 × 0.15 + 10 × 0.60) / 1e6 USD = 63000 nano-USD
+    assert!(has("switchyard_cost_nanousd_total{", &route, " 63000"), "{prom}");
+    assert!(prom.contains("switchyard_gen_ai_server_request_duration_ms_bucket{"), "{prom}");
+    assert!(prom.contains("switchyard_upstream_ms_count{"), "{prom}");
+    assert!(prom.contains("switchyard_gen_ai_client_token_usage_bucket{"), "{prom}");
+}
+
+#[test]
+fn access_log_carries_the_figures() {
+    let s = demo();
+    s.post(CHAT, &[("x-mock-usage", "1000,500")], EXTRACT.as_bytes()).unwrap();
+    assert!(s.envoy.wait_for_stdout("\"cost_usd\":\"0.00045\"", Duration::from_secs(5)), "{}", s.envoy.stdout());
+    let line = s.envoy.stdout().lines().find(|l| l.contains("0.00045")).unwrap().to_owned();
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["category"], "extraction");
+    assert_eq!(entry["cluster"], "provider_a");
+    assert_eq!(entry["model"], "gpt-4o-mini");
+    assert_eq!(entry["input_tokens"], "1000");
+    assert_eq!(entry["output_tokens"], "500");
+    assert_eq!(entry["cost_status"], "ok");
+    assert!(entry["upstream_ms"].as_str().unwrap().parse::<u64>().is_ok(), "{entry}");
+}

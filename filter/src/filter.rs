@@ -296,8 +296,7 @@ impl HttpContext for Stream {
         };
         let passing = matches!(routed.answer, Answer::Passing);
         if end_of_stream && (200..300).contains(&status) {
-            self.set_cost_headers(&Priced::NoUsage);
-            self.finish(Some(&Priced::NoUsage));
+            self.deliver(Carry::Headers, &Priced::NoUsage);
         } else if end_of_stream || passing {
             // Error answers are not priced, but their duration still counts.
             self.finish(None);
@@ -311,17 +310,17 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let started_ms = self.started_ms;
-        // (whether to set the cost headers, what the answer cost) once the answer is complete
+        // Where the figures go, and what the answer cost, once it is complete.
         let outcome = match &mut routed.answer {
             Answer::Held if body_size > config.max_response_bytes => {
                 // Too large to hold: release what is buffered and let the rest stream.
                 routed.answer = Answer::Passing;
-                Some((true, Priced::TooLarge))
+                Some((Carry::Headers, Priced::TooLarge))
             }
             Answer::Held if end_of_stream => {
                 let body = read_buffer(BufferType::HttpResponseBody, body_size);
                 let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
-                Some((true, answer::price_body(&body, &price)))
+                Some((Carry::Headers, answer::price_body(&body, &price)))
             }
             Answer::Streaming(stream) => {
                 let now = now_ms();
@@ -336,15 +335,12 @@ impl HttpContext for Stream {
                         log(LogLevel::Error, &format!("switchyard: cannot rewrite a stream chunk: {status:?}"));
                     }
                 }
-                end_of_stream.then(|| (false, stream.priced()))
+                end_of_stream.then(|| (Carry::Trailers, stream.priced()))
             }
             _ => None,
         };
-        if let Some((headers, priced)) = outcome {
-            if headers {
-                self.set_cost_headers(&priced);
-            }
-            self.finish(Some(&priced));
+        if let Some((carry, priced)) = outcome {
+            self.deliver(carry, &priced);
         }
         self.stage.action(Callback::ResponseBody { end_of_stream })
     }
@@ -357,16 +353,13 @@ impl HttpContext for Stream {
             Answer::Held => {
                 let body = read_buffer(BufferType::HttpResponseBody, config.max_response_bytes);
                 let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
-                Some((true, answer::price_body(&body, &price)))
+                Some((Carry::Headers, answer::price_body(&body, &price)))
             }
-            Answer::Streaming(stream) => Some((false, stream.priced())),
+            Answer::Streaming(stream) => Some((Carry::Trailers, stream.priced())),
             _ => None,
         };
-        if let Some((headers, priced)) = outcome {
-            if headers {
-                self.set_cost_headers(&priced);
-            }
-            self.finish(Some(&priced));
+        if let Some((carry, priced)) = outcome {
+            self.deliver(carry, &priced);
         }
         Action::Continue
     }
@@ -382,6 +375,14 @@ impl HttpContext for Stream {
         };
         self.finish(Some(&priced));
     }
+}
+
+/// Where an answer's cost and token figures go: the held headers of a whole answer, or the
+/// trailers of a streamed one (sent where the downstream protocol carries trailers).
+#[derive(Clone, Copy)]
+enum Carry {
+    Headers,
+    Trailers,
 }
 
 /// Names of a routed request's category, upstream and model, for headers and metrics.
@@ -451,26 +452,38 @@ impl Stream {
         Stage::Routed(Box::new(routed))
     }
 
-    /// Puts the cost and token figures of a held answer into its response headers.
-    fn set_cost_headers(&self, priced: &Priced) {
-        let mut headers = vec![
+    /// Puts a complete answer's cost, token and time figures where `carry` says, then records them.
+    fn deliver(&mut self, carry: Carry, priced: &Priced) {
+        let mut fields = vec![
             ("x-switchyard-cost-usd", priced.cost_text()),
             ("x-switchyard-cost-status", priced.status().to_owned()),
             ("x-switchyard-total-ms", now_ms().saturating_sub(self.started_ms).to_string()),
         ];
         if let Some(usage) = priced.usage() {
-            headers.push(("x-switchyard-input-tokens", usage.input.to_string()));
-            headers.push(("x-switchyard-output-tokens", usage.output.to_string()));
+            fields.push(("x-switchyard-input-tokens", usage.input.to_string()));
+            fields.push(("x-switchyard-output-tokens", usage.output.to_string()));
             if usage.cached_input > 0 {
-                headers.push(("x-switchyard-cached-input-tokens", usage.cached_input.to_string()));
+                fields.push(("x-switchyard-cached-input-tokens", usage.cached_input.to_string()));
             }
             if usage.reasoning > 0 {
-                headers.push(("x-switchyard-reasoning-tokens", usage.reasoning.to_string()));
+                fields.push(("x-switchyard-reasoning-tokens", usage.reasoning.to_string()));
             }
         }
-        for (name, value) in headers {
-            set_header(MapType::HttpResponseHeaders, name, &value);
+        let map = match carry {
+            Carry::Headers => MapType::HttpResponseHeaders,
+            Carry::Trailers => {
+                if let Stage::Routed(routed) = &self.stage {
+                    if let Some(ttft) = routed.ttft_ms {
+                        fields.push(("x-switchyard-ttft-ms", ttft.to_string()));
+                    }
+                }
+                MapType::HttpResponseTrailers
+            }
+        };
+        for (name, value) in fields {
+            set_header(map, name, &value);
         }
+        self.finish(Some(priced));
     }
 
     /// Records a complete answer's cost, tokens and latency in metrics and in the access log's

@@ -180,6 +180,11 @@ fn streamed_answer_without_usage_request_gets_none_but_is_still_priced() {
         .unwrap_or_else(|| panic!("{prom}"));
     assert!(cost_line.ends_with(" 450000"), "1000 in + 500 out = 0.00045 USD = 450000 nano-USD: {cost_line}");
     assert!(s.envoy.wait_for_stdout("\"cost_usd\":\"0.00045\"", Duration::from_secs(5)), "{}", s.envoy.stdout());
+    // ...and in the trailers after the last chunk (HTTP/1.1 with trailers enabled on the listener).
+    let tail: Vec<&str> = lines.iter().map(|(_, l)| l.trim_end()).skip_while(|l| *l != "0").collect();
+    assert!(tail.contains(&"x-switchyard-cost-usd: 0.00045"), "{tail:?}");
+    assert!(tail.contains(&"x-switchyard-input-tokens: 1000"), "{tail:?}");
+    assert!(tail.iter().any(|l| l.starts_with("x-switchyard-ttft-ms: ")), "{tail:?}");
 }
 
 #[test]

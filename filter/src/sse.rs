@@ -121,7 +121,7 @@ impl Cursor {
                     Some(_) => self.after_cr = false,
                 }
             }
-            let Some(offset) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(offset) = find_line_end(rest) else {
                 i = buf.len();
                 break;
             };
@@ -163,6 +163,28 @@ impl Cursor {
     }
 }
 
+/// The index of the first `\n` or `\r` in `bytes`. Looks at eight bytes at a time: in an LLM
+/// stream a line is a whole JSON chunk, so line ends are a few hundred bytes apart.
+fn find_line_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    // Non-zero exactly when some byte of `x` is zero.
+    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut skipped = 0usize;
+    for word in bytes.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else { break };
+        let word = u64::from_ne_bytes(word);
+        if has_zero_byte(word ^ LF) || has_zero_byte(word ^ CR) {
+            break;
+        }
+        skipped = skipped.saturating_add(8);
+    }
+    let offset = bytes.get(skipped..)?.iter().position(|&b| b == b'\n' || b == b'\r')?;
+    Some(skipped.saturating_add(offset))
+}
+
 impl Event {
     /// Reads the fields of a complete event.
     fn parse(raw: Vec<u8>, stream_start: bool) -> Event {
@@ -173,7 +195,7 @@ impl Event {
             rest = rest.strip_prefix(BOM).unwrap_or(rest);
         }
         while !rest.is_empty() {
-            let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
+            let end = find_line_end(rest).unwrap_or(rest.len());
             let (line, after) = rest.split_at_checked(end).unwrap_or((rest, &[]));
             rest = match after {
                 [b'\r', b'\n', tail @ ..] | [_, tail @ ..] => tail,
@@ -416,6 +438,28 @@ mod tests {
         // Afterwards it starts afresh.
         let events = s.push(b"data: next\n\n");
         assert_eq!(events[0].data.as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn line_ends_are_found_in_every_position() {
+        let naive = |bytes: &[u8]| bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+        for len in 0..=26 {
+            for fill in [b'a', 0x00, 0x0B, 0x0C, 0x0E, 0x80, 0x8A, 0x8D, 0xFF] {
+                let plain = vec![fill; len];
+                assert_eq!(find_line_end(&plain), naive(&plain));
+                for at in 0..len {
+                    for end in [b'\n', b'\r'] {
+                        let mut bytes = plain.clone();
+                        bytes[at] = end;
+                        assert_eq!(find_line_end(&bytes), Some(at), "{bytes:?}");
+                        if at + 3 < len {
+                            bytes[at + 3] = b'\n';
+                            assert_eq!(find_line_end(&bytes), Some(at), "{bytes:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn with_usage_cost(data: &str, cost_usd: &str) -> Option<String> {
     let at = start.checked_add(members.len())?;
     let (before, after) = (data.get(..at)?, data.get(at..)?);
     let comma = if members == "{" { "" } else { "," };
-    let mut out = String::with_capacity(data.len() + comma.len() + cost_usd.len() + 7);
+    let mut out = String::with_capacity(data.len().saturating_add(cost_usd.len()).saturating_add(8));
     out.push_str(before);
     out.push_str(comma);
     out.push_str("\"cost\":");

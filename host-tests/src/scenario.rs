@@ -31,7 +31,8 @@ pub fn render(name: &str, provider_ports: &[u16]) -> anyhow::Result<String> {
         yaml = yaml.replace(&format!("port_value: {} ", 18001 + i), &format!("port_value: {port} "));
     }
     let wasm = envoy::wasm_path()?;
-    yaml = yaml.replace("filename: target/wasm32-wasip1/release/switchyard.wasm", &format!("filename: {}", wasm.display()));
+    yaml = yaml
+        .replace("filename: target/wasm32-wasip1/release/switchyard.wasm", &format!("filename: {}", wasm.display()));
     Ok(yaml)
 }
 
@@ -42,7 +43,8 @@ impl Scenario {
     }
 
     pub fn start_with(name: &str, providers: usize, options: EnvoyOptions) -> anyhow::Result<Scenario> {
-        let providers = (0..providers).map(|i| MockUpstream::start(&provider_name(i))).collect::<anyhow::Result<Vec<_>>>()?;
+        let providers =
+            (0..providers).map(|i| MockUpstream::start(&provider_name(i))).collect::<anyhow::Result<Vec<_>>>()?;
         let ports: Vec<u16> = providers.iter().map(MockUpstream::port).collect();
         let envoy = Envoy::start_with(&render(name, &ports)?, options)?;
         Ok(Scenario { envoy, providers, agent: envoy::http_agent() })
@@ -113,7 +115,8 @@ impl Answer {
     }
 
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).with_context(|| format!("answer is not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("answer is not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {

@@ -22,7 +22,8 @@ fn demo() -> Scenario {
 /// (0.15 / 0.60 / 0.075 cached, per million), as an exact decimal string.
 fn gpt4o_mini_cost(input: u64, cached: u64, output: u64) -> String {
     // In units of 1e-9 USD per million tokens → femto-dollars, then printed exactly.
-    let femtos = u128::from(input - cached) * 150_000_000 + u128::from(cached) * 75_000_000 + u128::from(output) * 600_000_000;
+    let femtos =
+        u128::from(input - cached) * 150_000_000 + u128::from(cached) * 75_000_000 + u128::from(output) * 600_000_000;
     let whole = femtos / 1_000_000_000_000_000;
     let frac = femtos % 1_000_000_000_000_000;
     if frac == 0 {
@@ -65,9 +66,12 @@ fn every_api_shape_is_priced() {
     let a = s.post("/v1/embeddings", &[("x-mock-usage", "2000,0")], br#"{"model":"e","input":"hello"}"#).unwrap();
     assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.0002"), "{:?}", a.headers);
     // Completions and Responses API (its usage has input_tokens/output_tokens).
-    let a = s.post("/v1/completions", &[("x-mock-usage", "1000,1000")], br#"{"model":"extract-x","prompt":"p"}"#).unwrap();
+    let a =
+        s.post("/v1/completions", &[("x-mock-usage", "1000,1000")], br#"{"model":"extract-x","prompt":"p"}"#).unwrap();
     assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.00075"));
-    let a = s.post("/v1/responses", &[("x-mock-usage", "1000,1000,0,300")], br#"{"model":"extract-x","input":"p"}"#).unwrap();
+    let a = s
+        .post("/v1/responses", &[("x-mock-usage", "1000,1000,0,300")], br#"{"model":"extract-x","input":"p"}"#)
+        .unwrap();
     assert_eq!(a.header("x-switchyard-cost-usd"), Some("0.00075"));
     assert_eq!(a.header("x-switchyard-reasoning-tokens"), Some("300"));
 }
@@ -96,7 +100,9 @@ fn unpriced_model_passes_with_an_explicit_unknown_cost() {
     assert_eq!(a.header("x-switchyard-input-tokens"), Some("10"));
     let prom = s.envoy.stats_prometheus();
     assert!(
-        prom.lines().any(|l| l.starts_with("switchyard_unpriced_total{") && l.contains("reason=\"unpriced\"") && l.ends_with(" 1")),
+        prom.lines().any(|l| l.starts_with("switchyard_unpriced_total{")
+            && l.contains("reason=\"unpriced\"")
+            && l.ends_with(" 1")),
         "{prom}"
     );
 
@@ -193,7 +199,8 @@ fn streamed_answer_with_usage_request_gets_the_cost_in_its_usage_chunk() {
     let body = r#"{"model":"extract-fields","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
     let (_, lines) = stream_raw(&s, body, "x-mock-usage: 1000,500,200\r\n");
     let data = data_lines(&lines);
-    let usage_chunk: Value = data.iter().rev().find(|d| d.contains("\"usage\":{")).map(|d| serde_json::from_str(d).unwrap()).unwrap();
+    let usage_chunk: Value =
+        data.iter().rev().find(|d| d.contains("\"usage\":{")).map(|d| serde_json::from_str(d).unwrap()).unwrap();
     assert_eq!(usage_chunk["choices"], serde_json::json!([]));
     assert_eq!(usage_chunk["usage"]["prompt_tokens"], 1000);
     let cost = gpt4o_mini_cost(1000, 200, 500);

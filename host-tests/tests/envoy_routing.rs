@@ -29,7 +29,8 @@ fn assert_routed(s: &Scenario, answer: &Answer, sent: &str, provider: &str, cate
     let upstream = s.provider(provider).unwrap();
     let seen = upstream.last_request().expect("provider saw the request");
     let requested = serde_json::from_str::<serde_json::Value>(sent).unwrap()["model"].as_str().unwrap().to_owned();
-    let expected = sent.replacen(&serde_json::to_string(&requested).unwrap(), &serde_json::to_string(model).unwrap(), 1);
+    let expected =
+        sent.replacen(&serde_json::to_string(&requested).unwrap(), &serde_json::to_string(model).unwrap(), 1);
     assert_eq!(seen.body_text(), expected, "body differs in more than `model`");
     assert_eq!(seen.header("content-length"), Some(expected.len().to_string().as_str()));
     assert_eq!(answer.json().unwrap()["model"], model, "mock echoes the model it was asked for");
@@ -38,7 +39,8 @@ fn assert_routed(s: &Scenario, answer: &Answer, sent: &str, provider: &str, cate
 #[test]
 fn categories_reach_their_clusters_with_the_rewritten_model() {
     let s = demo();
-    let extraction = r#"{"model":"extract-fields","messages":[{"role":"user","content":"Total of invoice 7?"}],"temperature":0}"#;
+    let extraction =
+        r#"{"model":"extract-fields","messages":[{"role":"user","content":"Total of invoice 7?"}],"temperature":0}"#;
     let a = s.post(CHAT, &[], extraction.as_bytes()).unwrap();
     assert_routed(&s, &a, extraction, "provider_a", "extraction", "gpt-4o-mini");
     assert_eq!(a.header("x-switchyard-upstream"), Some("openai"));
@@ -63,7 +65,8 @@ fn categories_reach_their_clusters_with_the_rewritten_model() {
     let a = s.post(CHAT, &[], general.as_bytes()).unwrap();
     assert_routed(&s, &a, general, "provider_c", "general", "mistral-small-latest");
 
-    let long = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "lorem ipsum ".repeat(3000));
+    let long =
+        format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "lorem ipsum ".repeat(3000));
     let a = s.post(CHAT, &[], long.as_bytes()).unwrap();
     assert_routed(&s, &a, &long, "provider_b", "long-context", "claude-sonnet-4-5");
 
@@ -140,12 +143,17 @@ fn upstream_switchyard_headers_are_stripped() {
     let s = demo();
     let body = r#"{"model":"extract-fields","messages":[{"role":"user","content":"hi"}]}"#;
     let a = s
-        .post(CHAT, &[("x-mock-header", "x-switchyard-cost-usd: 123"), ("x-mock-header", "x-switchyard-category: fake")], body.as_bytes())
+        .post(
+            CHAT,
+            &[("x-mock-header", "x-switchyard-cost-usd: 123"), ("x-mock-header", "x-switchyard-category: fake")],
+            body.as_bytes(),
+        )
         .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-switchyard-category"), Some("extraction"));
     // switchyard's own cost replaces the upstream's claim, and only one value is sent.
-    let costs: Vec<_> = a.headers.iter().filter(|(k, _)| k == "x-switchyard-cost-usd").map(|(_, v)| v.as_str()).collect();
+    let costs: Vec<_> =
+        a.headers.iter().filter(|(k, _)| k == "x-switchyard-cost-usd").map(|(_, v)| v.as_str()).collect();
     assert_eq!(costs.len(), 1, "{costs:?}");
     assert_ne!(costs[0], "123");
     // And on a pass-through answer.
@@ -261,7 +269,8 @@ fn json_string_config_with_prefix_rewrites_and_hints() {
 #[test]
 fn invalid_config_makes_envoy_refuse_with_the_filter_message() {
     let yaml = render("demo", &[1, 2, 3]).unwrap();
-    let broken = yaml.replacen("- { upstream: openai, model: gpt-4o-mini }", "- { upstream: nowhere, model: gpt-4o-mini }", 1);
+    let broken =
+        yaml.replacen("- { upstream: openai, model: gpt-4o-mini }", "- { upstream: nowhere, model: gpt-4o-mini }", 1);
     assert_ne!(broken, yaml);
     let log = Envoy::start_expect_failure(&broken).unwrap();
     assert!(

@@ -40,6 +40,9 @@ fn readme_python_snippet_reads_cost_with_the_openai_sdk() {
     };
     assert!(stdout.contains("category: extraction model: gpt-4o-mini"), "{stdout}");
     assert!(stdout.contains(&format!("cost USD: {} tokens in/out: {} 12", cost(input(0)), input(0))), "{stdout}");
-    assert!(stdout.contains(&format!("stream cost USD: {} tokens in/out: {} 12", cost(input(1)), input(1))), "{stdout}");
+    assert!(
+        stdout.contains(&format!("stream cost USD: {} tokens in/out: {} 12", cost(input(1)), input(1))),
+        "{stdout}"
+    );
     assert!(stdout.contains("hello from provider_a as gpt-4o-mini"), "{stdout}");
 }

@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod cooldown;
 pub mod cost;
 pub mod filter;
 pub mod metrics;

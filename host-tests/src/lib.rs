@@ -2,5 +2,6 @@
 //! real Envoy with switchyard.wasm in its filter chain, and helpers shared by the end-to-end tests.
 
 pub mod envoy;
+pub mod harness;
 pub mod mock;
 pub mod scenario;

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard::answer::{StreamedAnswer, Timing};
-use switchyard::route::{decide, UsageChunk};
+use switchyard::route::{decide, never_cooling, UsageChunk};
 use switchyard_benches::{chat_body, realistic_config, sse_stream};
 
 fn request_path(c: &mut Criterion) {
@@ -20,7 +20,7 @@ fn request_path(c: &mut Criterion) {
         let body = chat_body(size);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, body| {
-            b.iter(|| decide(&config, path, &target, &headers, None, black_box(body)).unwrap());
+            b.iter(|| decide(&config, path, &target, &headers, None, black_box(body), &never_cooling, 0).unwrap());
         });
     }
     group.finish();

@@ -40,6 +40,8 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
     route_header: Option<String>,
     #[serde(default)]
     path_prefix: Option<String>,
@@ -49,12 +51,46 @@ struct RawConfig {
     max_response_bytes: Option<Count>,
     #[serde(default)]
     allow_category_hint: bool,
+    #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
     models: BTreeMap<String, RawModel>,
     #[serde(default)]
     litellm_prices: Option<Value>,
+    #[serde(default)]
     categories: Vec<RawCategory>,
+    #[serde(default)]
     default_category: String,
+    #[serde(default)]
+    failover: Option<RawFailover>,
+}
+
+/// Which part switchyard plays in the Envoy config (see `docs/failover-mechanism.md`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The client-facing filter: classifies, routes, prices (and plans failover).
+    #[default]
+    Front,
+    /// One attempt of a failover plan, in the internal attempt listener.
+    Attempt,
+    /// The upstream filter on the attempts cluster that records each attempt's outcome.
+    Ledger,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFailover {
+    #[serde(default)]
+    statuses: Option<Vec<Count>>,
+    #[serde(default)]
+    streaming: Option<bool>,
+    #[serde(default)]
+    cooldown_default_ms: Option<Count>,
+    #[serde(default)]
+    cooldown_min_ms: Option<Count>,
+    #[serde(default)]
+    cooldown_max_ms: Option<Count>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +299,7 @@ impl<'de> Deserialize<'de> for Count {
 /// A validated configuration, ready for the request path.
 #[derive(Debug)]
 pub struct Config {
+    pub role: Role,
     pub route_header: String,
     /// Path prefix in front of `/v1/...` (empty, or starts with `/` and has no trailing `/`).
     pub path_prefix: String,
@@ -276,7 +313,24 @@ pub struct Config {
     pub default_category: usize,
     /// Which parts of a request the rules read: the request path skips the rest.
     pub needs: Needs,
+    /// Failover across a category's candidates; `None`: the first available candidate only.
+    pub failover: Option<Failover>,
 }
+
+/// When and how a request goes on to the next candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failover {
+    /// Answer statuses that send the request to the next candidate.
+    pub statuses: Vec<u32>,
+    /// Whether streaming requests fail over too (before their first byte reaches the client).
+    pub streaming: bool,
+    pub cooldown: crate::cooldown::Policy,
+}
+
+/// Statuses that fail over unless the config lists others: rate limited, overloaded (529 is
+/// Anthropic's), unavailable (also Envoy's own answer when a provider refuses the connection) and
+/// gateway timeout (Envoy's answer when a provider is silent past the per-try timeout).
+pub const DEFAULT_FAILOVER_STATUSES: [u32; 4] = [429, 503, 504, 529];
 
 /// What the rules of a config read from a request; parts nobody reads are not extracted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -404,27 +458,44 @@ impl Problems {
 
 /// Loads a configuration from the plugin configuration bytes Envoy passes (JSON or Struct).
 pub fn load(bytes: &[u8]) -> Result<Config, ConfigError> {
+    load_as(bytes, Role::Front)
+}
+
+/// Like `load`, with the role to take when the configuration names none (switchyard derives it
+/// from the plugin's `root_id`, so one YAML anchor can hold the configuration of every role).
+pub fn load_as(bytes: &[u8], default_role: Role) -> Result<Config, ConfigError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let value = match first {
+        // The ledger needs no settings at all.
+        None if default_role == Role::Ledger => Value::Object(serde_json::Map::new()),
         None => return Err(ConfigError::Empty),
         Some(b'{') => serde_json::from_slice::<Value>(bytes).map_err(|e| ConfigError::Json(e.to_string()))?,
         Some(_) => pbstruct::decode_struct(bytes)?,
     };
-    from_value(value)
+    from_value_as(value, default_role)
 }
 
 /// Compiles a configuration already in JSON form.
 pub fn from_value(value: Value) -> Result<Config, ConfigError> {
+    from_value_as(value, Role::Front)
+}
+
+fn from_value_as(value: Value, default_role: Role) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ConfigError::Invalid(vec![Problem { path, message: e.into_inner().to_string() }])
     })?;
-    compile(raw)
+    compile(raw, default_role)
 }
 
-fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
+fn compile(raw: RawConfig, default_role: Role) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
+    let role = raw.role.unwrap_or(default_role);
+    if role == Role::Ledger {
+        return ledger(raw);
+    }
+    let failover = raw.failover.as_ref().map(|f| compile_failover(f, &mut problems));
 
     let route_header = raw.route_header.unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_owned());
     if !is_header_name(&route_header) {
@@ -563,12 +634,15 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let default_category = categories.iter().position(|c| c.name == raw.default_category);
-    if default_category.is_none() {
+    if raw.default_category.is_empty() {
+        problems.add("default_category", "is required: the category for requests no rule matches");
+    } else if default_category.is_none() {
         problems.add("default_category", format!("unknown category `{}`", raw.default_category));
     }
 
     match default_category {
         Some(default_category) if problems.0.is_empty() => Ok(Config {
+            role,
             route_header,
             path_prefix,
             max_request_bytes,
@@ -579,9 +653,77 @@ fn compile(raw: RawConfig) -> Result<Config, ConfigError> {
             categories,
             default_category,
             needs,
+            failover,
         }),
         _ => Err(ConfigError::Invalid(problems.0)),
     }
+}
+
+/// The ledger only records attempts: it takes no other settings.
+fn ledger(raw: RawConfig) -> Result<Config, ConfigError> {
+    let bare = raw.route_header.is_none()
+        && raw.path_prefix.is_none()
+        && raw.upstreams.is_empty()
+        && raw.models.is_empty()
+        && raw.categories.is_empty()
+        && raw.default_category.is_empty()
+        && raw.failover.is_none();
+    if !bare {
+        return Err(ConfigError::Invalid(vec![Problem {
+            path: "role".to_owned(),
+            message: "the ledger role takes no other settings".to_owned(),
+        }]));
+    }
+    Ok(Config {
+        role: Role::Ledger,
+        route_header: DEFAULT_ROUTE_HEADER.to_owned(),
+        path_prefix: String::new(),
+        max_request_bytes: 0,
+        max_response_bytes: 0,
+        allow_category_hint: false,
+        upstreams: Vec::new(),
+        models: Vec::new(),
+        categories: Vec::new(),
+        default_category: 0,
+        needs: Needs::default(),
+        failover: None,
+    })
+}
+
+fn compile_failover(raw: &RawFailover, problems: &mut Problems) -> Failover {
+    let statuses = match &raw.statuses {
+        None => DEFAULT_FAILOVER_STATUSES.to_vec(),
+        Some(list) => {
+            if list.is_empty() {
+                problems.add("failover.statuses", "must list at least one status");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, Count(status))| {
+                    if (400..=599).contains(status) {
+                        u32::try_from(*status).ok()
+                    } else {
+                        problems.add(format!("failover.statuses[{i}]"), format!("{status} is not a 4xx or 5xx status"));
+                        None
+                    }
+                })
+                .collect()
+        }
+    };
+    let defaults = crate::cooldown::Policy::default();
+    let ms = |value: Option<Count>, default: u64| value.map_or(default, |Count(v)| v);
+    let cooldown = crate::cooldown::Policy {
+        default_ms: ms(raw.cooldown_default_ms, defaults.default_ms),
+        min_ms: ms(raw.cooldown_min_ms, defaults.min_ms),
+        max_ms: ms(raw.cooldown_max_ms, defaults.max_ms),
+    };
+    if cooldown.min_ms > cooldown.max_ms {
+        problems.add(
+            "failover",
+            format!("cooldown_min_ms ({}) is above cooldown_max_ms ({})", cooldown.min_ms, cooldown.max_ms),
+        );
+    }
+    Failover { statuses, streaming: raw.streaming.unwrap_or(true), cooldown }
 }
 
 /// LiteLLM's community price list (`model_prices_and_context_window.json`), or any subset of it:
@@ -1045,6 +1187,36 @@ mod tests {
         let mut v = base();
         v["litellm_prices"] = json!([1]);
         assert_eq!(one_problem(v).0, "litellm_prices");
+    }
+
+    #[test]
+    fn failover_section_and_roles() {
+        let mut v = base();
+        v["failover"] = json!({"statuses": [429, 529], "cooldown_default_ms": 2000, "streaming": false});
+        let c = from_value(v).unwrap();
+        let f = c.failover.unwrap();
+        assert_eq!((f.statuses, f.streaming, f.cooldown.default_ms), (vec![429, 529], false, 2000));
+        assert_eq!(c.role, Role::Front);
+
+        let mut v = base();
+        v["failover"] = json!({});
+        assert_eq!(from_value(v).unwrap().failover.unwrap().statuses, vec![429, 503, 504, 529]);
+        let mut v = base();
+        v["failover"] = json!({"statuses": [200]});
+        assert_eq!(one_problem(v).0, "failover.statuses[0]");
+        let mut v = base();
+        v["failover"] = json!({"cooldown_min_ms": 10, "cooldown_max_ms": 5});
+        assert_eq!(one_problem(v).0, "failover");
+
+        let mut v = base();
+        v["role"] = json!("attempt");
+        assert_eq!(from_value(v).unwrap().role, Role::Attempt);
+        assert_eq!(from_value(json!({"role": "ledger"})).unwrap().role, Role::Ledger);
+        assert_eq!(load_as(b"{}", Role::Ledger).unwrap().role, Role::Ledger);
+        assert_eq!(load_as(b"", Role::Ledger).unwrap().role, Role::Ledger);
+        assert_eq!(load_as(&serde_json::to_vec(&base()).unwrap(), Role::Attempt).unwrap().role, Role::Attempt);
+        assert_eq!(one_problem(json!({"role": "ledger", "upstreams": {"u": {"cluster": "c"}}})).0, "role");
+        assert!(one_problem(json!({"role": "judge"})).1.contains("unknown variant `judge`"));
     }
 
     #[test]

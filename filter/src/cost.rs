@@ -89,7 +89,7 @@ impl fmt::Display for Cost {
             return Ok(());
         }
         let mut digits = FRACTION_DIGITS;
-        while fraction % 10 == 0 {
+        while fraction.is_multiple_of(10) {
             fraction /= 10;
             digits = digits.saturating_sub(1);
         }

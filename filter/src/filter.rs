@@ -13,21 +13,24 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::answer::{self, Priced, StreamedAnswer, Timing};
-use crate::config::{self, Config, CATEGORY_HINT_HEADER};
+use crate::config::{self, Candidate, Config, Role, CATEGORY_HINT_HEADER};
+use crate::cooldown::{self, CasMismatch, Cooldowns, SharedStore};
+use crate::failover::{AttemptStream, LedgerStream};
 use crate::metrics::{self, Metrics};
+use crate::plan;
 use crate::request::{self, Endpoint};
 use crate::route::{self, Decision, Refusal, UsageChunk};
 
 /// The prefix of every header switchyard owns; clients and upstreams may not send these.
-const OWN_PREFIX: &str = "x-switchyard-";
+pub(crate) const OWN_PREFIX: &str = "x-switchyard-";
 
-fn log(level: LogLevel, message: &str) {
+pub(crate) fn log(level: LogLevel, message: &str) {
     // Logging is best effort: there is nowhere else to report a failure to log.
     let _ = hostcalls::log(level, message);
 }
 
 /// Milliseconds on Envoy's clock.
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -53,12 +56,20 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match config::load(&bytes) {
+        // The plugin's root_id names the role when the configuration does not.
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        let role = match root_id.as_slice() {
+            b"switchyard_attempt" => Role::Attempt,
+            b"switchyard_ledger" => Role::Ledger,
+            _ => Role::Front,
+        };
+        match config::load_as(&bytes, role) {
             Ok(config) => {
                 log(
                     LogLevel::Info,
                     &format!(
-                        "switchyard: configuration loaded: {} categories, {} upstreams, {} models",
+                        "switchyard: configuration loaded ({:?}): {} categories, {} upstreams, {} models",
+                        config.role,
                         config.categories.len(),
                         config.upstreams.len(),
                         config.models.len()
@@ -78,6 +89,13 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Envoy only creates streams once `on_configure` succeeded; without a config (never
         // expected) the stream passes everything through rather than fail.
+        match self.config.as_ref().map(|c| c.role) {
+            Some(Role::Attempt) => {
+                return Some(Box::new(AttemptStream::new(self.config.clone(), Rc::clone(&self.metrics))))
+            }
+            Some(Role::Ledger) => return Some(Box::new(LedgerStream)),
+            _ => {}
+        }
         Some(Box::new(Stream {
             config: self.config.clone(),
             metrics: Rc::clone(&self.metrics),
@@ -124,6 +142,8 @@ struct Routed {
     answer: Answer,
     /// Figures recorded once, when the answer is complete (or the stream ends early).
     finished: bool,
+    /// Candidates tried (1 without failover).
+    attempts: usize,
 }
 
 /// What switchyard is doing with the upstream's answer.
@@ -235,8 +255,18 @@ impl HttpContext for Stream {
                 }
             };
             let target = request::Target { endpoint: pending.endpoint, query: &pending.query };
-            let outcome =
-                route::decide(&config, &pending.path, &target, &pending.headers, pending.hint.as_deref(), &body);
+            let now = now_ms();
+            let cooling = |c: Candidate| cooling_until(&config, c, now);
+            let outcome = route::decide(
+                &config,
+                &pending.path,
+                &target,
+                &pending.headers,
+                pending.hint.as_deref(),
+                &body,
+                &cooling,
+                now,
+            );
             self.stage = match outcome {
                 Ok(decision) => self.apply(&config, &decision, body_size),
                 Err(refusal) => {
@@ -263,17 +293,54 @@ impl HttpContext for Stream {
         let now = now_ms();
         let upstream_ms = now.saturating_sub(routed.forwarded_ms);
         routed.upstream_ms = Some(upstream_ms);
+        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let mut attempts = 1;
+        let mut failed_over_from = None;
+        if config.failover.is_some() {
+            // The attempt role named the candidate that answered; the ledger recorded the others.
+            let answered = header(&headers, plan::CANDIDATE_HEADER).and_then(|v| v.parse::<usize>().ok());
+            if let Some(cand) = answered.and_then(|i| config.categories.get(routed.category)?.candidates.get(i)) {
+                routed.upstream = cand.upstream;
+                routed.model = cand.model;
+            }
+            let ledger = hostcalls::get_property(vec![plan::LEDGER_PROPERTY]).ok().flatten().unwrap_or_default();
+            let entries = plan::ledger_parse(&String::from_utf8_lossy(&ledger));
+            attempts = entries.len().max(1);
+            let failed = entries.get(..entries.len().saturating_sub(1)).unwrap_or_default();
+            failed_over_from = plan::failover_from(&config, routed.category, failed);
+            count_failovers(&self.metrics, &config, routed.category, &entries);
+            if header(&headers, plan::FAILOVER_HEADER).is_some() {
+                // Every candidate failed or was skipped: answer like a rate limit, with the time
+                // the soonest candidate is free again.
+                let refusal = all_cooling_refusal(&config, routed.category, now);
+                self.stage = Stage::Refused;
+                self.refuse(&refusal);
+                return Action::Pause;
+            }
+        } else if status == 429 {
+            // Without failover, a rate limit still steers the next requests elsewhere.
+            if let Some(cand) = config
+                .categories
+                .get(routed.category)
+                .and_then(|c| c.candidates.iter().find(|c| c.upstream == routed.upstream && c.model == routed.model))
+            {
+                start_cooldown(&config, &self.metrics, *cand, &headers, &cooldown::Policy::default());
+            }
+        }
         let names = RouteNames::of(&config, routed);
         for (name, value) in [
             ("x-switchyard-category", names.category),
             ("x-switchyard-upstream", names.upstream),
             ("x-switchyard-model", names.model),
-            ("x-switchyard-attempts", "1"),
+            ("x-switchyard-attempts", &attempts.to_string()),
             ("x-switchyard-upstream-ms", &upstream_ms.to_string()),
         ] {
             set_header(MapType::HttpResponseHeaders, name, value);
         }
-        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        if let Some(from) = &failed_over_from {
+            set_header(MapType::HttpResponseHeaders, "x-switchyard-failover-from", from);
+        }
+        routed.attempts = attempts;
         let class = status_class(status);
         self.metrics.route(metrics::RESPONSES, names.route(), &[("status_class", class)], 1);
         self.metrics.route_histogram(metrics::UPSTREAM_LATENCY, names.route(), &[], upstream_ms);
@@ -419,11 +486,21 @@ impl Stream {
         let upstream = config.upstreams.get(decision.candidate.upstream);
         if let Some(upstream) = upstream {
             set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
-            if let Some(host) = &upstream.host {
+            if let (Some(host), None) = (&upstream.host, &config.failover) {
                 set_header(MapType::HttpRequestHeaders, ":authority", host);
             }
         }
-        if let Some(path) = &decision.path {
+        if let Some(failover) = &config.failover {
+            // The attempt role rewrites path and host per candidate; the front hands it the plan.
+            set_header(
+                MapType::HttpRequestHeaders,
+                plan::PLAN_HEADER,
+                &plan::encode(decision.category, &decision.plan),
+            );
+            let retries =
+                if decision.stream && !failover.streaming { 0 } else { decision.plan.len().saturating_sub(1) };
+            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &retries.to_string());
+        } else if let Some(path) = &decision.path {
             set_header(MapType::HttpRequestHeaders, ":path", path);
         }
         if let Some(body) = &decision.body {
@@ -442,6 +519,7 @@ impl Stream {
             ttft_ms: None,
             answer: Answer::Awaiting,
             finished: false,
+            attempts: 1,
         };
         let names = RouteNames::of(config, &routed);
         self.metrics.route(metrics::REQUESTS, names.route(), &[], 1);
@@ -505,7 +583,7 @@ impl Stream {
             ("switchyard_category", names.category.to_owned()),
             ("switchyard_upstream", names.upstream.to_owned()),
             ("switchyard_model", names.model.to_owned()),
-            ("switchyard_attempts", "1".to_owned()),
+            ("switchyard_attempt_count", routed.attempts.to_string()),
             ("switchyard_upstream_ms", routed.upstream_ms.map(|v| v.to_string()).unwrap_or_default()),
             ("switchyard_ttft_ms", routed.ttft_ms.map(|v| v.to_string()).unwrap_or_default()),
             ("switchyard_total_ms", total_ms.to_string()),
@@ -545,9 +623,82 @@ impl Stream {
         log(LogLevel::Debug, &format!("switchyard: refusing request: {} {}", refusal.status, refusal.message));
         self.metrics.count(metrics::REFUSED, &[("code", refusal.code)], 1);
         let body = refusal.body();
-        let headers = vec![("content-type", "application/json"), ("x-switchyard-error", refusal.code)];
+        let retry_after = refusal.retry_after.map(|s| s.to_string());
+        let mut headers = vec![("content-type", "application/json"), ("x-switchyard-error", refusal.code)];
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs));
+        }
         if let Err(status) = hostcalls::send_http_response(refusal.status, headers, Some(body.as_bytes())) {
             log(LogLevel::Error, &format!("switchyard: cannot send local reply: {status:?}"));
+        }
+    }
+}
+
+/// Envoy's shared data, seen by every worker's VM: where cooldowns live.
+pub(crate) struct EnvoyShared;
+
+impl SharedStore for EnvoyShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, cas)) => (value, cas.unwrap_or(0)),
+            Err(_) => (None, 0),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        let cas = (cas != 0).then_some(cas);
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+    }
+}
+
+/// Until when a candidate is cooling down after a rate limit, if it still is.
+pub(crate) fn cooling_until(config: &Config, candidate: Candidate, now: u64) -> Option<u64> {
+    let upstream = &config.upstreams.get(candidate.upstream)?.name;
+    let model = &config.models.get(candidate.model)?.provider_model;
+    Cooldowns::new(&EnvoyShared).until(upstream, model, now)
+}
+
+/// Starts (or extends) a candidate's cooldown from a rate-limited answer's headers.
+pub(crate) fn start_cooldown(
+    config: &Config,
+    metrics: &Metrics,
+    candidate: Candidate,
+    headers: &[(String, String)],
+    policy: &cooldown::Policy,
+) {
+    let (Some(upstream), Some(model)) = (config.upstreams.get(candidate.upstream), config.models.get(candidate.model))
+    else {
+        return;
+    };
+    let now = now_ms();
+    let wait = policy.cooldown(cooldown::parse(headers, now));
+    let until = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    Cooldowns::new(&EnvoyShared).start(&upstream.name, &model.provider_model, until);
+    metrics.count(metrics::COOLDOWNS, &[("upstream", &upstream.name), ("model", &model.provider_model)], 1);
+}
+
+/// switchyard's 429 when no candidate of a category can answer now.
+fn all_cooling_refusal(config: &Config, category: usize, now: u64) -> Refusal {
+    let chain = config.categories.get(category);
+    let soonest = chain
+        .into_iter()
+        .flat_map(|c| c.candidates.iter())
+        .filter_map(|c| cooling_until(config, *c, now))
+        .min()
+        .unwrap_or(now);
+    Refusal::all_cooling(chain.map_or("", |c| c.name.as_str()), soonest.saturating_sub(now))
+}
+
+/// Counts each failover of a request: from which candidate to which, on what status.
+fn count_failovers(metrics: &Metrics, config: &Config, category: usize, attempts: &[plan::Attempt]) {
+    let name = |a: &plan::Attempt| plan::candidate_name(config, category, a.candidate).unwrap_or_default();
+    let category_name = config.categories.get(category).map_or("", |c| c.name.as_str());
+    for pair in attempts.windows(2) {
+        if let [from, to] = pair {
+            let status = from.status.to_string();
+            let labels =
+                [("category", category_name), ("from", &name(from)), ("to", &name(to)), ("status", status.as_str())];
+            metrics.count(metrics::FAILOVERS, &labels, 1);
         }
     }
 }
@@ -562,13 +713,13 @@ fn read_buffer(buffer: BufferType, size: usize) -> Vec<u8> {
     }
 }
 
-fn set_header(map: MapType, name: &str, value: &str) {
+pub(crate) fn set_header(map: MapType, name: &str, value: &str) {
     if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
         log_header_failure("set", name, status);
     }
 }
 
-fn remove_header(map: MapType, name: &str) {
+pub(crate) fn remove_header(map: MapType, name: &str) {
     if let Err(status) = hostcalls::remove_map_value(map, name) {
         log_header_failure("remove", name, status);
     }
@@ -578,6 +729,6 @@ fn log_header_failure(what: &str, name: &str, status: Status) {
     log(LogLevel::Error, &format!("switchyard: cannot {what} header {name}: {status:?}"));
 }
 
-fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+pub(crate) fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }

@@ -94,6 +94,10 @@ pub const COST: &str = "switchyard_cost_nanousd_total";
 pub const UNPRICED: &str = "switchyard_unpriced_total";
 /// Counter: requests switchyard answered itself, by error `code`.
 pub const REFUSED: &str = "switchyard_refused_total";
+/// Counter: failovers by `category`, `from` and `to` (`upstream/model`) and trigger `status`.
+pub const FAILOVERS: &str = "switchyard_failovers_total";
+/// Counter: cooldowns started (or extended) by rate-limited answers, by `upstream` and `model`.
+pub const COOLDOWNS: &str = "switchyard_cooldowns_total";
 /// Histogram (ms): request forwarded → answer complete (OpenTelemetry `gen_ai.server.request.duration`).
 pub const REQUEST_DURATION: &str = "switchyard_gen_ai_server_request_duration_ms";
 /// Histogram (ms): request forwarded → first body byte of a streamed answer

@@ -15,6 +15,9 @@ use crate::request::{self, Endpoint, Facts, IncludeUsage, Target};
 pub struct Decision {
     pub category: usize,
     pub candidate: Candidate,
+    /// The category's candidates to try, in order, as indexes into its `candidates` (the first is
+    /// `candidate`); cooling candidates are left out.
+    pub plan: Vec<usize>,
     /// The body to send upstream, when it differs from the client's.
     pub body: Option<Vec<u8>>,
     /// The `:path` to send upstream, when it differs from the client's.
@@ -47,11 +50,13 @@ pub struct Refusal {
     /// OpenAI's `error.code`, and switchyard's `x-switchyard-error` header.
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
     pub fn invalid_request(code: &'static str, message: String) -> Self {
-        Refusal { status: 400, kind: "invalid_request_error", code, message }
+        Refusal { status: 400, kind: "invalid_request_error", code, message, retry_after: None }
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -60,6 +65,20 @@ impl Refusal {
             kind: "invalid_request_error",
             code: "request_too_large",
             message: format!("request body is larger than switchyard's limit of {limit} bytes"),
+            retry_after: None,
+        }
+    }
+
+    /// Every candidate of the category is cooling down after a rate limit; the soonest is free
+    /// again in `wait_ms`.
+    pub fn all_cooling(category: &str, wait_ms: u64) -> Self {
+        let secs = wait_ms.div_ceil(1000).max(1);
+        Refusal {
+            status: 429,
+            kind: "rate_limit_error",
+            code: "all_candidates_cooling",
+            message: format!("every provider for category `{category}` is rate-limited; retry after {secs} seconds"),
+            retry_after: Some(secs),
         }
     }
 
@@ -77,7 +96,17 @@ impl Refusal {
     }
 }
 
+/// Until when (Unix ms) a candidate is cooling down, if it is.
+pub type Cooling<'c> = &'c dyn Fn(Candidate) -> Option<u64>;
+
+/// Nothing is cooling: for callers without shared state.
+pub fn never_cooling(_: Candidate) -> Option<u64> {
+    None
+}
+
 /// Picks the category and candidate for a request and rewrites it for that candidate.
+/// `cooling` tells which candidates to leave out, `now_ms` being the current Unix time.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     config: &Config,
     path: &str,
@@ -85,6 +114,8 @@ pub fn decide(
     headers: &[(String, String)],
     hint: Option<&str>,
     body: &[u8],
+    cooling: Cooling<'_>,
+    now_ms: u64,
 ) -> Result<Decision, Refusal> {
     if body.len() > config.max_request_bytes {
         return Err(Refusal::too_large(config.max_request_bytes));
@@ -100,13 +131,27 @@ pub fn decide(
         })?,
         None => classify(config, &Facts::new(path, headers, &parsed)),
     };
-    let Some(&candidate) = config.categories.get(category).and_then(|c| c.candidates.first()) else {
+    let Some(chain) = config.categories.get(category) else {
         return Err(Refusal {
             status: 500,
             kind: "server_error",
             code: "no_candidate",
             message: "switchyard has no candidate for this category".to_owned(),
+            retry_after: None,
         });
+    };
+    let mut soonest = u64::MAX;
+    let plan: Vec<usize> = (0..chain.candidates.len())
+        .filter(|&i| match chain.candidates.get(i).and_then(|c| cooling(*c)) {
+            Some(until) if until > now_ms => {
+                soonest = soonest.min(until);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let Some(&candidate) = plan.first().and_then(|&i| chain.candidates.get(i)) else {
+        return Err(Refusal::all_cooling(&chain.name, soonest.saturating_sub(now_ms)));
     };
     let provider_model = config.models.get(candidate.model).map_or("", |m| m.provider_model.as_str());
     let mut edits = Vec::new();
@@ -137,7 +182,7 @@ pub fn decide(
     };
     let body = (!edits.is_empty()).then(|| apply_edits(body, edits));
     let path = upstream_path(config, candidate, path, target);
-    Ok(Decision { category, candidate, body, path, stream: parsed.stream, usage_chunk })
+    Ok(Decision { category, candidate, plan, body, path, stream: parsed.stream, usage_chunk })
 }
 
 /// One replacement of a byte range of the body.
@@ -209,7 +254,7 @@ pub fn splice(body: &[u8], span: Range<usize>, model: &str) -> Vec<u8> {
 
 /// The path to send upstream: the upstream's `base_path` replaces `/v1`, and the configured
 /// listener prefix is dropped. `None` when the path stays as the client sent it.
-fn upstream_path(config: &Config, candidate: Candidate, path: &str, target: &Target<'_>) -> Option<String> {
+pub fn upstream_path(config: &Config, candidate: Candidate, path: &str, target: &Target<'_>) -> Option<String> {
     let base = config.upstreams.get(candidate.upstream).and_then(|u| u.base_path.as_deref());
     if base.is_none() && config.path_prefix.is_empty() {
         return None;
@@ -263,7 +308,8 @@ mod tests {
         let path = "/v1/chat/completions";
         let t = target("", path).unwrap();
         let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        decide(&c, path, &t, &headers, hint, body.as_bytes()).map(|d| (c.categories[d.category].name.clone(), d))
+        decide(&c, path, &t, &headers, hint, body.as_bytes(), &never_cooling, 0)
+            .map(|d| (c.categories[d.category].name.clone(), d))
     }
 
     #[test]
@@ -337,7 +383,8 @@ mod tests {
         let mut c = config();
         c.max_request_bytes = 10;
         let t = target("", "/v1/chat/completions").unwrap();
-        let err = decide(&c, "/v1/chat/completions", &t, &[], None, br#"{"model":"abcdefgh"}"#).unwrap_err();
+        let err = decide(&c, "/v1/chat/completions", &t, &[], None, br#"{"model":"abcdefgh"}"#, &never_cooling, 0)
+            .unwrap_err();
         assert_eq!((err.status, err.code), (413, "request_too_large"));
     }
 
@@ -428,8 +475,40 @@ mod tests {
     fn responses_streams_are_left_alone() {
         let c = config();
         let t = target("", "/v1/responses").unwrap();
-        let d = decide(&c, "/v1/responses", &t, &[], Some("general"), br#"{"model":"mini","stream":true}"#).unwrap();
+        let d = decide(
+            &c,
+            "/v1/responses",
+            &t,
+            &[],
+            Some("general"),
+            br#"{"model":"mini","stream":true}"#,
+            &never_cooling,
+            0,
+        )
+        .unwrap();
         assert_eq!((d.body, d.usage_chunk, d.stream), (None, UsageChunk::NotApplicable, true));
+    }
+
+    #[test]
+    fn cooling_candidates_are_left_out_of_the_plan() {
+        let c = config();
+        let t = target("", "/v1/chat/completions").unwrap();
+        let body = br#"{"model":"auto","messages":[{"role":"user","content":"chargeback"}]}"#;
+        let headers = vec![("x-team".to_owned(), "risk".to_owned())];
+        let run = |cooling: Cooling<'_>| decide(&c, "/v1/chat/completions", &t, &headers, None, body, cooling, 1000);
+        let d = run(&never_cooling).unwrap();
+        assert_eq!((d.plan.clone(), d.candidate), (vec![0, 1], c.categories[1].candidates[0]));
+        let first = c.categories[1].candidates[0];
+        let d = run(&|cand| (cand == first).then_some(5000)).unwrap();
+        assert_eq!((d.plan.clone(), d.candidate), (vec![1], c.categories[1].candidates[1]));
+        assert!(String::from_utf8(d.body.unwrap()).unwrap().contains(r#""model":"mini""#));
+        // A cooldown that has ended does not count.
+        assert_eq!(run(&|_| Some(1000)).unwrap().plan, vec![0, 1]);
+        // All cooling: 429, Retry-After rounded up to the soonest end.
+        let err = run(&|cand| Some(if cand == first { 9000 } else { 3500 })).unwrap_err();
+        assert_eq!((err.status, err.code, err.retry_after), (429, "all_candidates_cooling", Some(3)));
+        let json: serde_json::Value = serde_json::from_str(&err.body()).unwrap();
+        assert_eq!(json["error"]["type"], "rate_limit_error");
     }
 
     #[test]
@@ -438,7 +517,7 @@ mod tests {
         c.path_prefix = "/llm".into();
         let path = "/llm/v1/chat/completions?x=1";
         let t = target("/llm", path).unwrap();
-        let d = decide(&c, path, &t, &[], None, br#"{"model":"other"}"#).unwrap();
+        let d = decide(&c, path, &t, &[], None, br#"{"model":"other"}"#, &never_cooling, 0).unwrap();
         assert_eq!(d.path.as_deref(), Some("/v1/chat/completions?x=1"));
     }
 }

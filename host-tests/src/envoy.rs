@@ -437,12 +437,14 @@ fn remove_dir(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
 
-/// `(name, port)` of each listener in an admin `/listeners?format=json` answer.
+/// `(name, port)` of each socket listener in an admin `/listeners?format=json` answer (internal
+/// listeners, which have no socket, are left out).
 fn parse_listeners(body: &str) -> anyhow::Result<Vec<(String, u16)>> {
     let value: Value = serde_json::from_str(body).context("/listeners answer is not JSON")?;
     let statuses = value.get("listener_statuses").and_then(Value::as_array).cloned().unwrap_or_default();
     statuses
         .iter()
+        .filter(|status| status.pointer("/local_address/envoy_internal_address").is_none())
         .map(|status| {
             let name = status.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
             let port = status

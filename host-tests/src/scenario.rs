@@ -43,10 +43,21 @@ impl Scenario {
     }
 
     pub fn start_with(name: &str, providers: usize, options: EnvoyOptions) -> anyhow::Result<Scenario> {
+        Scenario::start_edited(name, providers, options, |yaml| yaml)
+    }
+
+    /// Starts the scenario with its rendered YAML changed by `edit` first (a test's variation on
+    /// the documented file, e.g. a shorter timeout).
+    pub fn start_edited(
+        name: &str,
+        providers: usize,
+        options: EnvoyOptions,
+        edit: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Scenario> {
         let providers =
             (0..providers).map(|i| MockUpstream::start(&provider_name(i))).collect::<anyhow::Result<Vec<_>>>()?;
         let ports: Vec<u16> = providers.iter().map(MockUpstream::port).collect();
-        let envoy = Envoy::start_with(&render(name, &ports)?, options)?;
+        let envoy = Envoy::start_with(&edit(render(name, &ports)?), options)?;
         Ok(Scenario { envoy, providers, agent: envoy::http_agent() })
     }
 

@@ -237,3 +237,81 @@ fn huge_retry_after_is_clamped() {
     let retry_after = all_cooling_retry_after("999999999", "Fri, 31 Dec 9999 23:59:59 GMT");
     assert!((59..=60).contains(&retry_after), "{retry_after}");
 }
+
+/// The failover scenario with one piece of its route changed.
+fn failover_edited(from: &str, to: &str) -> Scenario {
+    Scenario::start_edited("failover", 3, EnvoyOptions::default(), |yaml| {
+        assert!(yaml.contains(from), "scenario has no `{from}`");
+        yaml.replacen(from, to, 1)
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_candidate_that_times_out_before_its_first_byte_fails_over() {
+    let s = failover_edited("per_try_timeout: 30s", "per_try_timeout: 1s");
+    s.provider("provider_a").unwrap().push_behavior(Behavior { delay_ms: Some(3000), ..Behavior::default() });
+    let started = Instant::now();
+    let a = s.post(CHAT, &[], GENERAL.as_bytes()).unwrap();
+    assert_served_by(&a, "anthropic", "claude-sonnet-4-5");
+    assert!(started.elapsed() < Duration::from_millis(2900), "did not wait for the slow primary");
+    // A timeout is not a rate limit: the next request tries the primary again.
+    let a = s.post(CHAT, &[], GENERAL.as_bytes()).unwrap();
+    assert_served_by(&a, "openai", "gpt-4o-mini");
+}
+
+#[test]
+fn every_candidate_timing_out_gets_a_gateway_timeout() {
+    let s = failover_edited("per_try_timeout: 30s", "per_try_timeout: 1s");
+    for p in ["provider_a", "provider_c"] {
+        s.provider(p).unwrap().set_behavior(Behavior { delay_ms: Some(2500), ..Behavior::default() });
+    }
+    let a = s.post(CHAT, &[], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 504, "{}", a.text());
+    assert_eq!((s.provider("provider_a").unwrap().hits(), s.provider("provider_c").unwrap().hits()), (1, 1));
+}
+
+#[test]
+fn a_body_larger_than_the_retry_buffer_is_not_failed_over() {
+    // Envoy can only replay a request it kept: above the route's buffer limit there is no retry.
+    let s = failover_edited(
+        "                route:\n                  cluster: switchyard_attempts",
+        "                per_request_buffer_limit_bytes: 1024\n                route:\n                  cluster: switchyard_attempts",
+    );
+    s.provider("provider_a").unwrap().push_behavior(rate_limited("5"));
+    let big = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4000));
+    let a = s.post(CHAT, &[], big.as_bytes()).unwrap();
+    // The primary's 429 is the answer, as switchyard's 429 with the primary's cooldown.
+    assert_eq!(a.status, 429, "{}", a.text());
+    assert_eq!(s.provider("provider_b").unwrap().hits(), 0);
+    let retry_after: u64 = a.header("retry-after").unwrap().parse().unwrap();
+    assert!((4..=5).contains(&retry_after), "{retry_after}");
+    // Small requests meanwhile fail over as usual (the primary is cooling).
+    let a = s.post(CHAT, &[], GENERAL.as_bytes()).unwrap();
+    assert_served_by(&a, "anthropic", "claude-sonnet-4-5");
+}
+
+#[test]
+fn a_client_that_leaves_during_failover_harms_nothing() {
+    let s = failover();
+    s.provider("provider_a").unwrap().push_behavior(Behavior {
+        status: Some(429),
+        delay_ms: Some(400),
+        ..Behavior::default()
+    });
+    {
+        let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port())).unwrap();
+        write!(
+            stream,
+            "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{GENERAL}",
+            GENERAL.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    } // the client hangs up while the primary is still thinking
+    std::thread::sleep(Duration::from_millis(600));
+    let a = s.post(CHAT, &[], GENERAL.as_bytes()).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let log = s.envoy.log();
+    assert!(!log.contains("panicked") && !log.contains("Function: proxy_on"), "{log}");
+}

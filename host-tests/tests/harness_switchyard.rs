@@ -1,74 +1,104 @@
-//! Smoke test: the real `switchyard.wasm` loads in the harness, accepts a minimal configuration and
-//! carries one chat completion through request and response without trapping. It asserts only what
-//! the harness guarantees, and prints what the filter did; behaviour belongs in switchyard's own
-//! tests. Skips, saying so, when the module has not been built.
+//! The differential scenarios (`tests/differential.rs`) in the harness alone: the real
+//! `switchyard.wasm`, each scenario's plugin configuration, and an in-process mock provider answering
+//! the request as the harness forwarded it — no Envoy. Each outcome must be the one the scenario
+//! means (`differential::expect`). This is the fast loop for working on the filter: the whole set
+//! runs in well under a second once the module is compiled (the first run after a rebuild of the
+//! module compiles it, which a debug build of Cranelift takes tens of seconds to do; the result is
+//! cached under `target/`).
 
-// Test code: helpers outside #[test] functions unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use switchyard_host_tests::harness::{locate, Host, LogLevel};
+use std::time::Instant;
 
-const CONFIG: &str = r#"{
-  "route_header": "x-switchyard-cluster",
-  "upstreams": { "openai": { "cluster": "provider_a" } },
-  "models": { "gpt-4o-mini": { "input_usd_per_1m": 0.15, "output_usd_per_1m": 0.60 } },
-  "categories": [
-    { "name": "general", "candidates": [ { "upstream": "openai", "model": "gpt-4o-mini" } ] }
-  ],
-  "default_category": "general"
-}"#;
-
-const ANSWER: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+use switchyard_host_tests::differential::{self, cases, harness_host, run_harness_against, Env};
+use switchyard_host_tests::harness::{Host, LogLevel, MetricValue};
+use switchyard_host_tests::mock::MockUpstream;
 
 #[test]
-fn switchyard_runs_a_chat_completion() {
-    let Some(path) = locate::switchyard_wasm_path() else {
-        println!(
-            "SKIPPED: switchyard.wasm not found; build it with \
-             `cargo build --release --target wasm32-wasip1 -p switchyard-filter` or set SWITCHYARD_WASM"
-        );
-        return;
-    };
-    let wasm = std::fs::read(&path).unwrap();
-    let host = Host::builder(&wasm).log_level(LogLevel::Debug).build().unwrap();
-    let configured = host.configure(CONFIG).unwrap();
-    assert!(configured.accepted, "configuration refused: {:?}", configured.logs);
+fn every_scenario_runs_in_the_harness_alone() {
+    let wasm = differential::wasm().unwrap();
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let all = cases();
+    for case in &all {
+        let provider = MockUpstream::start(case.env.fallback_cluster()).unwrap();
+        let host = harness_host(&wasm, case.env).unwrap();
+        let outcome = run_harness_against(&host, case, &provider).unwrap();
+        if let Err(e) = differential::expect(case, &outcome) {
+            failures.push(format!("{e:#}"));
+        }
+        // The filter never logs above info for these requests.
+        let loud: Vec<_> = host.logs().into_iter().filter(|l| l.level >= LogLevel::Warn).collect();
+        if !loud.is_empty() {
+            failures.push(format!("{}: logged {loud:?}", case.name));
+        }
+    }
+    println!("{} scenarios in the harness: {:?}", all.len(), started.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
 
-    let mut s = host.stream().unwrap();
-    let up = s
-        .request(
-            &[
-                (":method", "POST"),
-                (":path", "/v1/chat/completions"),
-                (":authority", "llm.local"),
-                (":scheme", "http"),
-                ("content-type", "application/json"),
-            ],
-            br#"{"model":"auto","messages":[{"role":"user","content":"hello"}]}"#,
-        )
+/// One worker VM per Envoy worker: a request on either worker is routed the same way, and the
+/// metrics they define are the process's, as in Envoy.
+#[test]
+fn two_workers_route_alike_and_share_metrics() {
+    let wasm = differential::wasm().unwrap();
+    let host = Host::builder(&wasm)
+        .workers(2)
+        .plugin_name("switchyard")
+        .root_id("switchyard")
+        .vm_id("switchyard")
+        .build()
         .unwrap();
-    println!("upstream headers: {:?}", up.headers);
-    println!("upstream body: {}", up.body_str());
-    println!("route cache cleared: {}", up.route_cache_cleared);
-    if let Some(answered) = &up.answered {
-        println!("answered locally: {answered:?}");
-        assert!(answered.complete || answered.reset);
-    } else {
-        assert!(up.complete, "the request neither reached the upstream nor was answered");
-        let client = s
-            .respond(
-                200,
-                &[("content-type", "application/json"), ("content-length", &ANSWER.len().to_string())],
-                ANSWER.as_bytes(),
-            )
-            .unwrap();
-        println!("client headers: {:?}", client.headers);
-        println!("client body: {}", client.body_str());
-        assert!(client.complete || client.reset);
+    assert!(host.configure(Env::Demo.plugin_config().unwrap()).unwrap().accepted);
+    let body = br#"{"model":"extract-fields","messages":[{"role":"user","content":"hi"}]}"#;
+    let headers = differential::envoy_request_headers("POST", "/v1/chat/completions", &[], body);
+    for worker in 0..2 {
+        let mut s = host.stream_on(worker).unwrap();
+        let up = differential::send_request(&mut s, &headers, body).unwrap();
+        assert!(up.complete, "worker {worker}: {up:?}");
+        assert_eq!(up.header("x-switchyard-cluster"), Some("provider_a"), "worker {worker}");
+        assert!(up.route_cache_cleared);
+        assert!(up.content_length_consistent());
     }
-    assert!(s.finished().unwrap());
-    println!("metrics: {:?}", host.metrics().unwrap());
-    for line in host.logs() {
-        println!("log [{:?}] {}", line.level, line.message);
-    }
+    let requests: u64 = host
+        .metrics()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.ends_with("switchyard_requests_total") && name.contains("category=.=extraction;.;"))
+        .map(|(_, v)| match v {
+            MetricValue::Counter(n) => *n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(requests, 2);
+}
+
+/// A body past Envoy's 1 MiB buffer limit, as Envoy 1.40 handles it (checked against its debug log
+/// and stats): a frame that takes a paused buffer past the limit gets Envoy's plain 413, though the
+/// filter's body callback still runs (switchyard counts its own refusal, which is dropped); a first
+/// frame that is itself over the limit reaches the filter whole, and switchyard's JSON 413 answers.
+#[test]
+fn a_body_past_the_buffer_limit_is_refused_by_whoever_sees_it_first() {
+    let wasm = differential::wasm().unwrap();
+    let body = vec![b' '; 1024 * 1024 + 100];
+    let headers = differential::envoy_request_headers("POST", "/v1/chat/completions", &[], &body);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = |host: &Host| host.counter("code=.=request_too_large;.;switchyard_refused_total");
+
+    let host = harness_host(&wasm, Env::Demo).unwrap();
+    let mut s = host.stream().unwrap();
+    let (first, rest) = body.split_at(64 * 1024);
+    let up = s.request_chunks(&refs, &[first, rest]).unwrap();
+    let answered = up.answered.unwrap();
+    assert_eq!(answered.status, Some(413));
+    assert_eq!(answered.body_str(), "Payload Too Large");
+    assert_eq!(answered.local_reply.unwrap().details, "request_payload_too_large");
+    assert_eq!(refused(&host), Some(1), "the filter's callback ran with the whole buffer");
+
+    let host = harness_host(&wasm, Env::Demo).unwrap();
+    let mut s = host.stream().unwrap();
+    let answered = s.request(&refs, &body).unwrap().answered.unwrap();
+    assert_eq!(answered.status, Some(413));
+    assert_eq!(answered.header("x-switchyard-error"), Some("request_too_large"));
+    assert_eq!(refused(&host), Some(1));
 }

@@ -11,6 +11,14 @@
 //! - body: `Pause` is `StopIterationAndBuffer`: the chunk is kept and the next callback sees the
 //!   whole buffered body; past the buffer limit the request is answered 413 (the response 500, or
 //!   reset once its headers left). `Continue` forwards headers (if held) and the buffered body.
+//!   When a frame joins a paused buffer and takes it past the limit, Envoy prepares its 413 first
+//!   and still runs the body callback with the whole buffer; whatever the filter asks for in that
+//!   callback (a local reply of its own, continuing) is dropped. A single frame may itself exceed
+//!   the limit (Envoy stops reading a connection only once the limit is reached): the filter sees
+//!   it, and the 413 follows only if the filter buffers it. (Seen in Envoy 1.40's debug log:
+//!   "request data too large watermark exceeded", "Preparing local reply ... request_payload_too_large",
+//!   then the filter's callback, then "Executing sending local reply"; the response direction is
+//!   taken to work the same way.)
 //! - `proxy_continue_stream` resumes after the callback returns; `proxy_send_local_response` sends
 //!   the reply through the filter's own response callbacks when no response has started, directly
 //!   when a response started but its headers were not sent, and resets the stream otherwise.
@@ -306,14 +314,16 @@ impl HostInner {
     fn on_data(&mut self, key: Key, dir: Dir, bytes: Vec<u8>, eos: bool) -> Result<()> {
         let limit = self.config.buffer_limit;
         let d = self.df(key, dir)?;
-        if d.buffering {
+        // Envoy decides its 413 when a frame joins a buffer past the limit, yet still runs this
+        // callback with the whole buffer; the reply goes out after it, and what the filter asks for
+        // meanwhile (its own local reply, continuing) comes too late.
+        let overflowed = if d.buffering {
             d.buffer.extend_from_slice(&bytes);
-            if d.buffer.len() > limit {
-                return self.overflow(key, dir);
-            }
+            d.buffer.len() > limit
         } else {
             d.buffer = bytes;
-        }
+            false
+        };
         if eos {
             d.data_eos = true;
         }
@@ -344,6 +354,9 @@ impl HostInner {
         }
         .unwrap_or_default();
         let acts = self.take_actions(key)?;
+        if overflowed {
+            return self.overflow(key, dir);
+        }
         if self.terminal(key, &acts)? {
             return Ok(());
         }

@@ -23,6 +23,8 @@ use crate::route::{self, Decision, Refusal, UsageChunk};
 
 /// The prefix of every header switchyard owns; clients and upstreams may not send these.
 pub(crate) const OWN_PREFIX: &str = "x-switchyard-";
+/// Filter state with a request's figures, for the access log: `%FILTER_STATE(wasm.switchyard:PLAIN)%`.
+const ACCESS_LOG_PROPERTY: &str = "switchyard";
 
 pub(crate) fn log(level: LogLevel, message: &str) {
     // Logging is best effort: there is nowhere else to report a failure to log.
@@ -579,15 +581,19 @@ impl Stream {
         if let Some(ttft) = routed.ttft_ms {
             m.route_histogram(metrics::TIME_TO_FIRST_TOKEN, route, &[], ttft);
         }
-        let mut state = vec![
-            ("switchyard_category", names.category.to_owned()),
-            ("switchyard_upstream", names.upstream.to_owned()),
-            ("switchyard_model", names.model.to_owned()),
-            ("switchyard_attempt_count", routed.attempts.to_string()),
-            ("switchyard_upstream_ms", routed.upstream_ms.map(|v| v.to_string()).unwrap_or_default()),
-            ("switchyard_ttft_ms", routed.ttft_ms.map(|v| v.to_string()).unwrap_or_default()),
-            ("switchyard_total_ms", total_ms.to_string()),
-        ];
+        // One filter-state entry for the access log (`%FILTER_STATE(wasm.switchyard:PLAIN)%`), a
+        // JSON object: one hostcall, not one per figure.
+        let mut state = serde_json::Map::new();
+        let mut put = |key: &str, value: serde_json::Value| {
+            state.insert(key.to_owned(), value);
+        };
+        put("category", names.category.into());
+        put("upstream", names.upstream.into());
+        put("model", names.model.into());
+        put("attempts", routed.attempts.into());
+        put("upstream_ms", routed.upstream_ms.into());
+        put("ttft_ms", routed.ttft_ms.into());
+        put("total_ms", total_ms.into());
         if let Some(priced) = priced {
             if let Some(usage) = priced.usage() {
                 for (kind, tokens) in [
@@ -597,24 +603,25 @@ impl Stream {
                     ("reasoning", usage.reasoning),
                 ] {
                     m.route(metrics::TOKENS, route, &[("token_type", kind)], tokens);
-                    m.route_histogram(metrics::TOKEN_USAGE, route, &[("token_type", kind)], tokens);
+                    if tokens > 0 || matches!(kind, "input" | "output") {
+                        m.route_histogram(metrics::TOKEN_USAGE, route, &[("token_type", kind)], tokens);
+                    }
                 }
-                state.push(("switchyard_input_tokens", usage.input.to_string()));
-                state.push(("switchyard_output_tokens", usage.output.to_string()));
-                state.push(("switchyard_cached_input_tokens", usage.cached_input.to_string()));
-                state.push(("switchyard_reasoning_tokens", usage.reasoning.to_string()));
+                put("input_tokens", usage.input.into());
+                put("output_tokens", usage.output.into());
+                put("cached_input_tokens", usage.cached_input.into());
+                put("reasoning_tokens", usage.reasoning.into());
             }
             match priced {
                 Priced::Cost(_, cost) => m.route(metrics::COST, route, &[], cost.nanos_rounded()),
                 other => m.route(metrics::UNPRICED, route, &[("reason", other.status())], 1),
             }
-            state.push(("switchyard_cost_usd", priced.cost_text()));
-            state.push(("switchyard_cost_status", priced.status().to_owned()));
+            put("cost_usd", priced.cost_text().into());
+            put("cost_status", priced.status().into());
         }
-        for (name, value) in state {
-            if let Err(status) = hostcalls::set_property(vec![name], Some(value.as_bytes())) {
-                log(LogLevel::Debug, &format!("switchyard: cannot set filter state {name}: {status:?}"));
-            }
+        let state = serde_json::Value::Object(state).to_string();
+        if let Err(status) = hostcalls::set_property(vec![ACCESS_LOG_PROPERTY], Some(state.as_bytes())) {
+            log(LogLevel::Debug, &format!("switchyard: cannot set filter state: {status:?}"));
         }
     }
 

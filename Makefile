@@ -60,3 +60,29 @@ clean:
 ## Benchmarks (not part of `make test`): criterion micro-benchmarks of the decision core.
 bench:
 	$(CARGO) bench -p switchyard-benches
+
+## End-to-end benchmark (benches/e2e.sh): Envoy alone, Envoy + a minimal body-buffering wasm filter,
+## Envoy + switchyard and LiteLLM proxy behind the same mock upstream and wrk; writes
+## benches/results/e2e.md. Installs wrk (apt-get) and LiteLLM (pip, into .venv-litellm) when missing.
+## `make bench-smoke` runs the Envoy rows for a few seconds and checks their answers.
+LITELLM_VERSION ?= 1.106.2
+LITELLM := .venv-litellm/bin/litellm
+E2E_ARGS ?=
+
+.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk
+
+bench-wasm: wasm
+	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-floor-filter
+
+bench-wrk:
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+
+$(LITELLM):
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+
+bench-e2e: bench-wasm envoy mock bench-wrk $(LITELLM)
+	benches/e2e.sh $(E2E_ARGS)
+
+bench-smoke: bench-wasm envoy mock bench-wrk
+	benches/e2e.sh --smoke

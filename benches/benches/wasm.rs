@@ -1,0 +1,67 @@
+//! The request lifecycle through the real `switchyard.wasm` in the wasmtime harness: what one
+//! request and one streamed chunk cost including the host boundary (every hostcall, every copy
+//! into and out of the VM). Needs `make wasm` first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use switchyard_benches::{chat_body, sse_stream};
+use switchyard_host_tests::differential::{Env, DEMO_CONFIG};
+use switchyard_host_tests::harness::{locate, Host};
+
+fn host() -> Host {
+    let path = locate::switchyard_wasm_path().expect("switchyard.wasm is built: run `make wasm`");
+    let wasm = std::fs::read(path).unwrap();
+    let host = Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    let _ = Env::Demo;
+    host
+}
+
+const REQUEST_HEADERS: [(&str, &str); 5] = [
+    (":method", "POST"),
+    (":path", "/v1/chat/completions"),
+    (":authority", "llm.internal"),
+    (":scheme", "http"),
+    ("content-type", "application/json"),
+];
+
+fn lifecycle(c: &mut Criterion) {
+    let host = host();
+    let body = chat_body(2 * 1024);
+    let answer = br#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#;
+    let mut group = c.benchmark_group("wasm");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("request_2k_non_streaming_whole_lifecycle", |b| {
+        b.iter(|| {
+            let mut s = host.stream().unwrap();
+            let up = s.request(&REQUEST_HEADERS, black_box(&body)).unwrap();
+            assert!(up.forwarded());
+            let client = s.respond(200, &[("content-type", "application/json")], answer).unwrap();
+            black_box(client);
+        });
+    });
+    group.finish();
+
+    let stream = sse_stream(64);
+    let events: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
+    let chunks: Vec<Vec<u8>> = events.chunks(2).map(|pair| pair.concat()).collect();
+    let chunk_refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let streaming_body = br#"{"model":"extract-fields","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut group = c.benchmark_group("wasm");
+    group.throughput(Throughput::Elements(chunk_refs.len() as u64));
+    group.bench_function("stream_of_66_chunks_usage_injected", |b| {
+        b.iter(|| {
+            let mut s = host.stream().unwrap();
+            s.request(&REQUEST_HEADERS, streaming_body).unwrap();
+            let client = s.respond_stream(200, &[("content-type", "text/event-stream")], &chunk_refs).unwrap();
+            black_box(client);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lifecycle);
+criterion_main!(benches);

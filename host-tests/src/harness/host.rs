@@ -341,6 +341,14 @@ impl Host {
         self.logs().iter().any(|l| l.message.contains(needle))
     }
 
+    /// The size of a worker VM's linear memory in bytes (it only ever grows, in 64 KiB pages).
+    pub fn memory_bytes(&self, worker: usize) -> Result<usize> {
+        let mut inner = self.inner()?;
+        let vm = inner.vm(worker)?;
+        let memory = vm.store.data().memory.context("the VM has no memory")?;
+        Ok(memory.data_size(&vm.store))
+    }
+
     /// A metric's value by the name the module defined it with.
     pub fn metric(&self, name: &str) -> Result<Option<MetricValue>> {
         self.inner.borrow().shared.metric(name)

@@ -24,6 +24,15 @@ pub struct Route<'a> {
     pub model: &'a str,
 }
 
+impl<'a> Route<'a> {
+    /// The route's labels followed by `extra`.
+    fn labels(self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut labels = vec![("category", self.category), ("upstream", self.upstream), ("model", self.model)];
+        labels.extend_from_slice(extra);
+        labels
+    }
+}
+
 /// The full stat name for `base` with `labels`, in the form `stats_tags` take apart.
 pub fn stat_name(base: &str, labels: &[(&str, &str)]) -> String {
     let mut name = String::with_capacity(base.len() + labels.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
@@ -70,15 +79,11 @@ impl Metrics {
     }
 
     pub fn route(&self, base: &str, route: Route<'_>, extra: &[(&str, &str)], by: u64) {
-        let mut labels = vec![("category", route.category), ("upstream", route.upstream), ("model", route.model)];
-        labels.extend_from_slice(extra);
-        self.count(base, &labels, by);
+        self.count(base, &route.labels(extra), by);
     }
 
     pub fn route_histogram(&self, base: &str, route: Route<'_>, extra: &[(&str, &str)], value: u64) {
-        let mut labels = vec![("category", route.category), ("upstream", route.upstream), ("model", route.model)];
-        labels.extend_from_slice(extra);
-        self.record(base, &labels, value);
+        self.record(base, &route.labels(extra), value);
     }
 }
 

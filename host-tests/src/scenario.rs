@@ -6,6 +6,9 @@
 //! absolute. So a test proves the documented config, not a copy of it.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -87,6 +90,39 @@ impl Scenario {
         Answer::read(request.send(body)?)
     }
 
+    /// POSTs `body` over a raw HTTP/1.1 socket (`extra_headers`: complete `name: value\r\n` lines)
+    /// and reads the answer line by line as it arrives, each line with the time since the request
+    /// was sent: for checking that a stream really streams. The body lines are the raw chunked
+    /// encoding (chunk sizes, data lines, trailers).
+    pub fn stream_raw(&self, path: &str, body: &str, extra_headers: &str) -> anyhow::Result<RawAnswer> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.envoy.port()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
+            body.len()
+        )?;
+        let start = Instant::now();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => lines.push((start.elapsed(), line)),
+            }
+        }
+        Ok(RawAnswer { head, lines })
+    }
+
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
         let mut request = self.agent.get(&self.url(path));
         for (name, value) in headers {
@@ -99,6 +135,26 @@ impl Scenario {
 fn provider_name(i: usize) -> String {
     let letter = char::from(b'a' + u8::try_from(i % 26).unwrap_or(0));
     format!("provider_{letter}")
+}
+
+/// An answer read from a raw socket: the status line and headers as text, then every body line
+/// with the time it arrived.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub head: String,
+    pub lines: Vec<(Duration, String)>,
+}
+
+impl RawAnswer {
+    /// The `data:` payloads, in order.
+    pub fn data(&self) -> Vec<String> {
+        self.lines.iter().filter_map(|(_, l)| l.strip_prefix("data: ").map(|d| d.trim_end().to_owned())).collect()
+    }
+
+    /// When each `data:` line arrived.
+    pub fn data_times(&self) -> Vec<Duration> {
+        self.lines.iter().filter(|(_, l)| l.starts_with("data: ")).map(|(t, _)| *t).collect()
+    }
 }
 
 /// What a client received: status, headers (lowercase names) and the whole body.

@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_host_tests::scenario::Scenario;
@@ -124,36 +122,10 @@ fn error_answers_pass_unpriced_with_routing_headers() {
     assert!(a.json().unwrap()["error"]["message"].is_string(), "the upstream's error body passes through");
 }
 
-/// Reads a streamed answer from a raw socket, noting when each body piece arrived.
+/// A streamed answer as it arrived: the head, and each body line with its arrival time.
 fn stream_raw(s: &Scenario, body: &str, extra_headers: &str) -> (String, Vec<(Duration, String)>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port())).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        stream,
-        "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => lines.push((start.elapsed(), line)),
-        }
-    }
-    (head, lines)
+    let raw = s.stream_raw(CHAT, body, extra_headers).unwrap();
+    (raw.head, raw.lines)
 }
 
 /// The `data:` payloads of a chunked SSE answer read line by line.

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -101,37 +101,6 @@ fn connection_reset_before_the_answer_fails_over() {
     assert_served_by(&a, "openai", "gpt-4o-mini");
 }
 
-/// Reads a streamed answer from a raw socket, noting when each line arrived.
-fn stream_lines(s: &Scenario, body: &str) -> (String, Vec<(Duration, String)>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port())).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        stream,
-        "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => lines.push((start.elapsed(), line)),
-        }
-    }
-    (head, lines)
-}
-
 #[test]
 fn streamed_answer_from_the_fallback_still_streams() {
     let s = failover();
@@ -142,7 +111,8 @@ fn streamed_answer_from_the_fallback_still_streams() {
         ..Behavior::default()
     });
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Write a haiku"}]}"#;
-    let (head, lines) = stream_lines(&s, body);
+    let raw = s.stream_raw(CHAT, body, "").unwrap();
+    let (head, lines) = (raw.head, raw.lines);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("x-switchyard-attempts: 2"), "{head}");
     assert!(head.contains("x-switchyard-model: claude-sonnet-4-5"), "{head}");

@@ -9,8 +9,9 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/switchyard.wasm
 MOCK := target/release/mock-upstream
+DEMO_MOCK := target/debug/mock-upstream
 
-.PHONY: run test wasm envoy mock unit lint e2e bench clean
+.PHONY: run test wasm envoy mock demo-mock unit lint e2e bench clean
 
 ## Build the filter as target/wasm32-wasip1/release/switchyard.wasm.
 wasm:
@@ -29,13 +30,16 @@ $(VENV)/.sdk: $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check openai
 	@touch $@
 
-## The mock OpenAI-compatible upstream used by the demo.
+## The mock OpenAI-compatible upstream: optimised for the benchmarks (`mock`), a debug build for
+## the demo (`demo-mock`, which shares its build with `make test`).
 mock:
 	$(CARGO) build --release -p switchyard-host-tests --bin mock-upstream
+demo-mock:
+	$(CARGO) build -p switchyard-host-tests --bin mock-upstream
 
 ## The demo: three mock providers on 127.0.0.1:18001-18003 and Envoy on 127.0.0.1:10000.
-run: wasm envoy mock
-	@$(MOCK) --listen provider_a=127.0.0.1:18001 --listen provider_b=127.0.0.1:18002 \
+run: wasm envoy demo-mock
+	@$(DEMO_MOCK) --listen provider_a=127.0.0.1:18001 --listen provider_b=127.0.0.1:18002 \
 	  --listen provider_c=127.0.0.1:18003 & mock=$$!; \
 	trap 'kill $$mock 2>/dev/null' EXIT; \
 	echo; echo "switchyard demo: Envoy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901). Try:"; \

@@ -253,3 +253,50 @@ fn answers_larger_than_the_hold_limit_pass_whole_and_unpriced() {
     let counted = s.envoy.stats_matching("reason=.=too-large;.;");
     assert_eq!(counted.iter().map(|(_, v)| v).sum::<u64>(), 1, "{counted:?}");
 }
+
+#[test]
+fn a_malformed_answer_passes_untouched_and_unpriced() {
+    let s = demo();
+    let a = s.post(CHAT, &[("x-mock-broken", "invalid-json")], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 200);
+    assert!(a.json().is_err(), "the client gets the provider's bytes as they were");
+    assert_eq!(a.header("x-switchyard-cost-usd"), Some("unknown"));
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("no-usage"));
+    let counted = s.envoy.stats_prometheus();
+    assert!(counted.lines().any(|l| l.starts_with("switchyard_unpriced_total{") && l.contains("reason=\"no-usage\"")), "{counted}");
+}
+
+#[test]
+fn an_upstream_reset_mid_answer_reaches_the_client_as_a_broken_answer_and_envoy_carries_on() {
+    let s = demo();
+    // Non-streaming: the held answer never completes; Envoy ends the stream.
+    let broken = s.post(CHAT, &[("x-mock-broken", "reset-mid-body")], EXTRACT.as_bytes());
+    match broken {
+        Ok(a) => assert_ne!(a.json().ok().map(|j| j["usage"].is_object()), Some(true), "{}", a.text()),
+        Err(_) => {} // the connection was reset: what a client sees when its provider breaks off
+    }
+    // Streaming: the chunks sent before the reset reach the client, then the stream breaks off.
+    let body = r#"{"model":"extract-fields","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let raw = s.stream_raw(CHAT, body, "x-mock-broken: reset-mid-body\r\n").unwrap();
+    assert!(raw.head.starts_with("HTTP/1.1 200"), "{}", raw.head);
+    assert!(!raw.data().iter().any(|d| d == "[DONE]"), "{:?}", raw.data());
+    // Envoy and the filter carry on.
+    let a = s.post(CHAT, &[], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-switchyard-cost-status"), Some("ok"));
+    assert!(!s.envoy.log().contains("panicked"));
+}
+
+#[test]
+fn a_refused_connection_without_failover_is_envoys_503_unpriced() {
+    let mut s = demo();
+    let gone = s.providers.remove(0); // provider_a: its port closes
+    assert_eq!(gone.name(), "provider_a");
+    drop(gone);
+    let a = s.post(CHAT, &[], EXTRACT.as_bytes()).unwrap();
+    assert_eq!(a.status, 503, "{}", a.text());
+    assert_eq!(a.header("x-switchyard-category"), Some("extraction"));
+    assert_eq!(a.header("x-switchyard-cost-usd"), None);
+    let prom = s.envoy.stats_prometheus();
+    assert!(prom.lines().any(|l| l.starts_with("switchyard_responses_total{") && l.contains("status_class=\"5xx\"")), "{prom}");
+}

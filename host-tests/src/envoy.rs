@@ -480,6 +480,20 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
+/// Polls `done` every 20 ms until it holds; false if `timeout` passed first.
+fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,16 +512,3 @@ mod tests {
     }
 }
 
-/// Polls `done` every 20 ms until it holds; false if `timeout` passed first.
-fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}

@@ -286,3 +286,25 @@ fn invalid_config_makes_envoy_refuse_with_the_filter_message() {
     let log = Envoy::start_expect_failure(&bad_regex).unwrap();
     assert!(log.contains("categories[1].when.any[1].text.matches: invalid regex"), "{log}");
 }
+
+#[test]
+fn secrets_in_a_refused_config_are_not_logged_even_at_debug_level() {
+    // An operator pastes a provider key where it does not belong: the config is refused and
+    // switchyard's own log lines never repeat the key. (Envoy itself dumps every listener's config,
+    // plugin configuration included, at debug level: which is why keys belong in Envoy's secrets,
+    // never in switchyard's configuration — README, "Deploying to Envoy".)
+    let yaml = render("demo", &[1, 2, 3]).unwrap();
+    let leaked = yaml.replacen(
+        "openai: { cluster: provider_a }",
+        "openai: { cluster: provider_a, api_key: sk-live-DO-NOT-LOG-4242 }",
+        1,
+    );
+    assert_ne!(leaked, yaml);
+    let options = switchyard_host_tests::envoy::EnvoyOptions { log_level: "debug".to_owned(), ..Default::default() };
+    let log = Envoy::start_expect_failure_with(&leaked, options).unwrap();
+    assert!(log.contains("upstreams.openai.api_key: unknown field `api_key`"), "{log}");
+    let switchyard_lines: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
+    assert!(!switchyard_lines.is_empty());
+    assert!(switchyard_lines.iter().all(|l| !l.contains("DO-NOT-LOG-4242")), "switchyard logged the key: {switchyard_lines:?}");
+    assert!(log.contains("DO-NOT-LOG-4242"), "Envoy's debug config dump is expected to show it (the README warns of this)");
+}

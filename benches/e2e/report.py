@@ -180,7 +180,7 @@ def latency_table(runs, mix, kind, title, with_cpu):
 
 
 def targets(runs, meta):
-    out = ["## Targets (issue 6)", ""]
+    out = ["## Targets", ""]
     for mix, title in MIXES:
         for kind, label in (("max", "closed loop"), ("high", f"at {meta['high_rate']} req/s")):
             base = get(runs, "plain", mix, kind, "cpu_us")

@@ -86,11 +86,13 @@ pub struct StreamedAnswer {
     limit: usize,
     usage: Option<Usage>,
     gave_up: bool,
+    /// An event has been taken: a byte order mark is no longer possible.
+    started: bool,
 }
 
 impl StreamedAnswer {
     pub fn new(mode: UsageChunk, price: Price, limit: usize) -> Self {
-        StreamedAnswer { splitter: SseSplitter::new(), mode, price, limit, usage: None, gave_up: false }
+        StreamedAnswer { splitter: SseSplitter::new(), mode, price, limit, usage: None, gave_up: false, started: false }
     }
 
     /// Whether this stream's bytes may be edited (else they are only read).
@@ -136,6 +138,7 @@ impl StreamedAnswer {
     /// Handles one complete event: records its usage and, when editing, appends what the client
     /// gets in its place to `out`. True when that differs from the event's bytes.
     fn take_event(&mut self, event: crate::sse::Event, edits: bool, timing: Timing, out: &mut Vec<u8>) -> bool {
+        let first = !std::mem::replace(&mut self.started, true);
         let Some(data) = event.data.as_deref() else {
             if edits {
                 out.extend_from_slice(&event.raw);
@@ -160,7 +163,7 @@ impl StreamedAnswer {
         };
         match edited {
             Some(edited) => {
-                out.extend_from_slice(&replace_data(&event.raw, data, &edited));
+                out.extend_from_slice(&replace_data(&event.raw, &edited, first));
                 true
             }
             None => {
@@ -215,20 +218,53 @@ fn strip_null_usage(data: &str) -> Option<String> {
     Some(format!("{before}{after}"))
 }
 
-/// The event's raw bytes with its data payload replaced; a multi-line payload is rewritten as
-/// one `data:` line.
-fn replace_data(raw: &[u8], old: &str, new: &str) -> Vec<u8> {
-    let old = old.as_bytes();
-    if !old.contains(&b'\n') {
-        if let Some(at) = raw.windows(old.len().max(1)).position(|w| w == old) {
-            let mut out = Vec::with_capacity(raw.len() - old.len() + new.len());
-            out.extend_from_slice(raw.get(..at).unwrap_or_default());
-            out.extend_from_slice(new.as_bytes());
-            out.extend_from_slice(raw.get(at + old.len()..).unwrap_or_default());
-            return out;
+/// The event's raw bytes with its `data` lines replaced by `new`, one `data` line per line of it,
+/// written where the first `data` line was, with that line's spelling (`data:` or `data: `). Every
+/// other line (`event`, `id`, comments, the blank line ending the event) is kept. Line ends stay
+/// `\r\n` or `\n`, but a lone `\r` becomes `\n`: with lines taken out, a kept `\r` could meet a `\n`
+/// and the two would read as one line end. `stream_start`: this is the stream's first event, where a
+/// byte order mark is skipped.
+fn replace_data(raw: &[u8], new: &str, stream_start: bool) -> Vec<u8> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let mut out = Vec::with_capacity(raw.len().saturating_add(new.len()));
+    let mut rest = raw;
+    if let Some(after) = rest.strip_prefix(BOM).filter(|_| stream_start) {
+        out.extend_from_slice(BOM);
+        rest = after;
+    }
+    let mut written = false;
+    while !rest.is_empty() {
+        let at = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
+        let end_len = match rest.get(at..) {
+            Some([b'\r', b'\n', ..]) => 2,
+            Some([_, ..]) => 1,
+            _ => 0,
+        };
+        let (line, after) = rest.split_at_checked(at).unwrap_or((rest, &[]));
+        let (end, tail) = after.split_at_checked(end_len).unwrap_or((after, &[]));
+        rest = tail;
+        let end: &[u8] = if end == b"\r\n" { end } else { b"\n" };
+        let colon = line.iter().position(|&b| b == b':');
+        if line.get(..colon.unwrap_or(line.len())) != Some(b"data") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(end);
+            continue;
+        }
+        if written {
+            continue;
+        }
+        written = true;
+        let prefix = match colon {
+            Some(c) => line.get(..c.saturating_add(if line.get(c.saturating_add(1)) == Some(&b' ') { 2 } else { 1 })),
+            None => None,
+        };
+        for value in new.split('\n') {
+            out.extend_from_slice(prefix.unwrap_or(b"data: "));
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(end);
         }
     }
-    format!("data: {new}\n\n").into_bytes()
+    out
 }
 
 #[cfg(test)]
@@ -368,6 +404,26 @@ mod tests {
         let got = play(&mut a, &input, 1000);
         assert!(!got.contains("prompt_tokens"), "{got}");
         assert!(matches!(a.priced(), Priced::Cost(..)), "{:?}", a.priced());
+    }
+
+    #[test]
+    fn edited_events_keep_their_other_lines_and_every_data_line() {
+        // A payload split over several `data` lines, with an `event` line and a comment holding
+        // the same text: each line of the edited payload gets its own `data` field, the rest stays.
+        let input = "event: chunk\r\n: {\"a\":1,\"usage\":null}\r\ndata:{\"a\":1,\r\ndata:\"usage\":null}\r\n\r\n";
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        let got = play(&mut a, input, 1000);
+        assert_eq!(got, "event: chunk\r\n: {\"a\":1,\"usage\":null}\r\ndata:{\"a\":1}\r\n\r\n");
+        // With the second `data` line gone, the `\r` ending `event` would meet the blank line's `\n`.
+        let input = "data: {\"a\":1,\nevent: x\rdata: \"usage\":null}\n\ndata: [DONE]\n\n";
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        assert_eq!(play(&mut a, input, 1000), "data: {\"a\":1}\nevent: x\n\ndata: [DONE]\n\n");
+        let usage = "data: {\"choices\":[],\ndata:\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500}}\n\n";
+        let mut a = StreamedAnswer::new(UsageChunk::ClientAsked, price(), 1 << 20);
+        let got = play(&mut a, usage, 7);
+        let data: Vec<&str> = got.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+        let v: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap();
+        assert_eq!(v["usage"]["cost"], 0.00045);
     }
 
     #[test]

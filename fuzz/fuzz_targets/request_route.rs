@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
     let mut dice = Dice::new(data);
     let config: &Config = if dice.below(3) == 0 { &PREFIXED } else { &PLAIN };
     let endpoint = match dice.below(6) {
-        0 | 1 | 2 => Endpoint::ChatCompletions,
+        0..=2 => Endpoint::ChatCompletions,
         3 => Endpoint::Completions,
         4 => Endpoint::Responses,
         _ => Endpoint::Embeddings,
@@ -124,8 +124,8 @@ fuzz_target!(|data: &[u8]| {
         headers.push(("x-tier".to_owned(), if dice.below(2) == 0 { "gold" } else { "tin" }.to_owned()));
     }
     // Candidates cooling down: some until later, some whose cooldown has already ended.
-    let cooling_mask = if dice.below(2) == 0 { 0 } else { dice.next() };
-    let ended_mask = dice.next();
+    let cooling_mask = if dice.below(2) == 0 { 0 } else { dice.roll() };
+    let ended_mask = dice.roll();
     let cooling = |c: Candidate| -> Option<u64> {
         let bit = 1u64 << ((c.upstream * 8 + c.model) % 64);
         if cooling_mask & bit == 0 {

@@ -25,8 +25,8 @@ fuzz_target!(|data: &[u8]| {
     let mut dice = Dice::new(data);
     let now_ms = match dice.below(3) {
         0 => 784_111_777_000, // Sun, 06 Nov 1994 08:49:37 GMT
-        1 => dice.next() % LAST_DATE_MS,
-        _ => dice.next(),
+        1 => dice.roll() % LAST_DATE_MS,
+        _ => dice.roll(),
     };
 
     let headers: Vec<(String, String)> = text
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The policy: a cooldown is always within [min, max] (max below min counts as min).
-    let small = |dice: &mut Dice| if dice.below(2) == 0 { dice.below(700_000) } else { dice.next() };
+    let small = |dice: &mut Dice| if dice.below(2) == 0 { dice.below(700_000) } else { dice.roll() };
     let policy = Policy { default_ms: small(&mut dice), min_ms: small(&mut dice), max_ms: small(&mut dice) };
     for asked in [asked, None, Some(Duration::MAX), Some(Duration::ZERO)] {
         let ms = u64::try_from(policy.cooldown(asked).as_millis()).expect("a cooldown fits u64 ms");

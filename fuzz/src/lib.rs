@@ -227,7 +227,7 @@ impl Dice {
         Dice(seed.iter().fold(0x9E37_79B9_7F4A_7C15, |a, &b| (a ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn roll(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -237,7 +237,7 @@ impl Dice {
 
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.roll() % n.max(1)
     }
 }
 

@@ -202,20 +202,71 @@ fn annotate(data: &str, priced: &Priced, timing: Timing) -> Option<String> {
     Some(format!("{body}{member}"))
 }
 
-/// `data` without its `"usage":null` member, when it has one.
+/// `data` without its top-level `"usage": null` member, when it has one. The member is found by
+/// walking the JSON text (strings and nesting), so an escaped quote in a key or a nested `usage`
+/// is never mistaken for it; one comma next to it goes with it.
 fn strip_null_usage(data: &str) -> Option<String> {
-    const MEMBER: &str = r#""usage":null"#;
-    let at = data.find(MEMBER)?;
-    let end = at + MEMBER.len();
-    let before = data.get(..at)?.trim_end();
+    let (start, end) = null_usage_member(data.as_bytes())?;
+    let before = data.get(..start)?;
     let after = data.get(end..)?;
-    if let Some(before) = before.strip_suffix(',') {
+    if let Some(before) = before.trim_end().strip_suffix(',') {
         // `..., "usage":null}` → `...}`
         return Some(format!("{before}{after}"));
     }
     // `{"usage":null, ...}` → `{...}`
     let after = after.trim_start().strip_prefix(',').unwrap_or(after);
     Some(format!("{before}{after}"))
+}
+
+/// The byte span of the first top-level member `"usage": null` of the JSON object `data`.
+fn null_usage_member(data: &[u8]) -> Option<(usize, usize)> {
+    const NULL: &[u8] = b"null";
+    let skip_ws = |mut at: usize| {
+        while data.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            at = at.saturating_add(1);
+        }
+        at
+    };
+    let mut depth = 0usize;
+    let mut at = 0usize;
+    while let Some(&byte) = data.get(at) {
+        match byte {
+            b'"' => {
+                let key_end = string_end(data, at)?;
+                if depth == 1 && data.get(at.saturating_add(1)..key_end.saturating_sub(1)) == Some(b"usage") {
+                    let colon = skip_ws(key_end);
+                    if data.get(colon) == Some(&b':') {
+                        let value = skip_ws(colon.saturating_add(1));
+                        let value_end = value.saturating_add(NULL.len());
+                        if data.get(value..value_end) == Some(NULL)
+                            && matches!(data.get(skip_ws(value_end)), Some(b',' | b'}'))
+                        {
+                            return Some((at, value_end));
+                        }
+                    }
+                }
+                at = key_end;
+                continue;
+            }
+            b'{' | b'[' => depth = depth.saturating_add(1),
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at = at.saturating_add(1);
+    }
+    None
+}
+
+/// The index just past the closing quote of the JSON string that opens at `open`.
+fn string_end(data: &[u8], open: usize) -> Option<usize> {
+    let mut at = open.saturating_add(1);
+    loop {
+        match data.get(at)? {
+            b'\\' => at = at.saturating_add(2),
+            b'"' => return at.checked_add(1),
+            _ => at = at.saturating_add(1),
+        }
+    }
 }
 
 /// The event's raw bytes with its `data` lines replaced by `new`, one `data` line per line of it,
@@ -327,6 +378,14 @@ mod tests {
         assert_eq!(strip_null_usage(r#"{"a":1,"usage":null}"#).as_deref(), Some(r#"{"a":1}"#));
         assert_eq!(strip_null_usage(r#"{"usage":null,"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
         assert_eq!(strip_null_usage(r#"{"a":"\"usage\":null"}"#), None);
+        assert_eq!(strip_null_usage(r#"{ "a" : 1 , "usage" : null }"#).as_deref(), Some(r#"{ "a" : 1  }"#));
+        // Only the top-level member, never text that merely looks like one.
+        assert_eq!(strip_null_usage(r#"{"x\"usage":null}"#), None);
+        assert_eq!(strip_null_usage(r#"{"\\\"usage":null}"#), None);
+        assert_eq!(strip_null_usage(r#"{"a":{"usage":null}}"#), None);
+        assert_eq!(strip_null_usage(r#"{"a":[{"usage":null}],"usage":null}"#).as_deref(), Some(r#"{"a":[{"usage":null}]}"#));
+        assert_eq!(strip_null_usage(r#"{"usage":nullx}"#), None);
+        assert_eq!(strip_null_usage(r#"{"usage":null"#), None);
         let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
         let got = play(&mut a, &stream(), 13);
         assert!(!got.contains("usage"), "{got}");

@@ -134,12 +134,23 @@ fn check_edits(mode: UsageChunk, events: &[Event], tail: &[u8], out: &[u8]) {
         if mode == UsageChunk::Injected && found.is_some() && usage::is_usage_only_chunk(data) {
             continue; // switchyard's own usage chunk: removed
         }
+        let got = sent.next().unwrap_or_else(|| panic!("{mode:?}: an event is missing: {event:?}"));
         let edited = if mode == UsageChunk::Injected {
-            found.is_none() && data.contains(r#""usage":null"#)
+            // Only a top-level `"usage": null` member goes, never text that merely looks like one.
+            // A key spelled with escapes (`"usag\u0065"`) may stay; without any `\` in the data,
+            // the member must go.
+            let edited = got.raw != event.raw;
+            let top_level_null = Json::parse(data.as_bytes()).is_some_and(|json| {
+                json.members().is_some_and(|m| m.iter().any(|(k, v)| k == "usage" && *v == Json::Null))
+            });
+            assert!(
+                edited || found.is_some() || !top_level_null || data.contains('\\'),
+                "{mode:?}: a top-level null usage stayed:\n{data}"
+            );
+            edited
         } else {
             found.is_some()
         };
-        let got = sent.next().unwrap_or_else(|| panic!("{mode:?}: an event is missing: {event:?}"));
         if !edited {
             assert_eq!(got.raw, event.raw, "{mode:?}: an event that needs no edit changed");
             continue;

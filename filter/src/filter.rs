@@ -6,7 +6,7 @@
 //! `Stage::action` is the one place where it turns into the `Action` Envoy sees.
 
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -78,6 +78,11 @@ impl RootContext for Root {
                     ),
                 );
                 self.config = Some(Rc::new(config));
+                // The VM's memory, now and every few seconds (`switchyard_vm_memory_bytes`).
+                self.report_memory();
+                if let Err(status) = hostcalls::set_tick_period(MEMORY_REPORT_PERIOD) {
+                    log(LogLevel::Warn, &format!("switchyard: cannot set a tick period: {status:?}"));
+                }
                 true
             }
             Err(err) => {
@@ -86,6 +91,10 @@ impl RootContext for Root {
                 false
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        self.report_memory();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -109,6 +118,30 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// How often each root context reports its VM's memory.
+const MEMORY_REPORT_PERIOD: Duration = Duration::from_secs(5);
+
+impl Root {
+    fn report_memory(&self) {
+        if let Some(bytes) = vm_memory_bytes() {
+            self.metrics.gauge(metrics::VM_MEMORY, bytes);
+        }
+    }
+}
+
+/// The size of the VM's linear memory (it only grows): what the VM holds for its requests, its
+/// configuration and its allocator's free space.
+#[cfg(target_arch = "wasm32")]
+fn vm_memory_bytes() -> Option<u64> {
+    let pages = u64::try_from(core::arch::wasm32::memory_size(0)).ok()?;
+    pages.checked_mul(65_536)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn vm_memory_bytes() -> Option<u64> {
+    None
 }
 
 /// Where a request is in its life.

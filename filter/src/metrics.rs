@@ -78,6 +78,13 @@ impl Metrics {
         }
     }
 
+    /// Sets a gauge. Every worker's VM reports under the same name: the value is the last report.
+    pub fn gauge(&self, base: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Gauge, stat_name(base, &[])) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
     pub fn route(&self, base: &str, route: Route<'_>, extra: &[(&str, &str)], by: u64) {
         self.count(base, &route.labels(extra), by);
     }
@@ -110,6 +117,8 @@ pub const REQUEST_DURATION: &str = "switchyard_gen_ai_server_request_duration_ms
 pub const TIME_TO_FIRST_TOKEN: &str = "switchyard_gen_ai_server_time_to_first_token_ms";
 /// Histogram (ms): request forwarded → response headers.
 pub const UPSTREAM_LATENCY: &str = "switchyard_upstream_ms";
+/// Gauge (bytes): the size of the reporting VM's linear memory, every few seconds.
+pub const VM_MEMORY: &str = "switchyard_vm_memory_bytes";
 /// Histogram (tokens per answer) by `token_type` (OpenTelemetry `gen_ai.client.token.usage`).
 pub const TOKEN_USAGE: &str = "switchyard_gen_ai_client_token_usage";
 

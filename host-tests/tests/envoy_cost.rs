@@ -218,6 +218,13 @@ fn prometheus_shows_labelled_counters_and_histograms() {
     assert!(prom.contains("switchyard_gen_ai_server_request_duration_ms_bucket{"), "{prom}");
     assert!(prom.contains("switchyard_upstream_ms_count{"), "{prom}");
     assert!(prom.contains("switchyard_gen_ai_client_token_usage_bucket{"), "{prom}");
+    // The VM's linear memory, in whole 64 KiB pages.
+    let memory = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_vm_memory_bytes{} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no switchyard_vm_memory_bytes gauge: {prom}"));
+    assert!(memory >= 65_536 && memory % 65_536 == 0, "{memory}");
 }
 
 #[test]

@@ -51,3 +51,31 @@ fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
         assert_eq!(s.respond(200, &[("content-type", "application/json")], answer).unwrap().status, Some(200));
     }
 }
+
+#[test]
+fn the_vm_reports_its_memory_as_a_gauge_at_start_and_on_every_tick() {
+    let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
+    let host = Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    let at_start = host.gauge("switchyard_vm_memory_bytes").expect("reported once configured");
+    assert_eq!(at_start, host.memory_bytes(0).unwrap() as u64);
+    assert_eq!(host.tick_period(0), Some(std::time::Duration::from_secs(5)));
+
+    // Streamed answers whose first event is not finished yet: the VM holds each one's bytes, so
+    // its memory grows; the next tick reports the new size.
+    let body = br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let unfinished = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}", "x".repeat(60_000));
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        let mut s = host.stream().unwrap();
+        assert!(s.request(&HEADERS, body).unwrap().forwarded());
+        s.send_response_headers(200, &[("content-type", "text/event-stream")], false).unwrap();
+        s.send_response_data(unfinished.as_bytes(), false).unwrap();
+        streams.push(s);
+    }
+    let grown = host.memory_bytes(0).unwrap() as u64;
+    assert!(grown > at_start, "{grown} <= {at_start}");
+    assert_eq!(host.gauge("switchyard_vm_memory_bytes"), Some(at_start), "not reported before the tick");
+    host.advance(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(host.gauge("switchyard_vm_memory_bytes"), Some(grown));
+}

@@ -90,3 +90,15 @@ bench-e2e: bench-wasm envoy mock bench-wrk $(LITELLM)
 
 bench-smoke: bench-wasm envoy mock bench-wrk
 	benches/e2e.sh --smoke
+
+## Soak test (not part of `make test`): a million mixed requests (streamed and not, every category)
+## through Envoy + switchyard with failover (envoy/soak/) while the mock providers inject 429s, 503s,
+## resets and slow answers; writes benches/results/soak.md and fails if any request was lost, hung
+## or misrouted. `make soak SOAK_ARGS=--quick` tries it with 20,000 requests (`--help` lists options).
+SOAK_ARGS ?=
+SOAK_REPORT ?= benches/results/soak.md
+
+.PHONY: soak
+soak: wasm envoy
+	$(CARGO) build --release -p switchyard-host-tests --bin soak
+	target/release/soak --report $(SOAK_REPORT) $(SOAK_ARGS)

@@ -6,3 +6,4 @@ pub mod envoy;
 pub mod harness;
 pub mod mock;
 pub mod scenario;
+pub mod soak;

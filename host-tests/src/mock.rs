@@ -17,14 +17,19 @@
 //!   requests), [`MockUpstream::push_behavior`] (one-shot queue), `x-mock-*` request headers (see
 //!   [`Behavior::from_request_headers`]), or, for a mock in another process, the control endpoints
 //!   under `/_mock/` (`POST /_mock/behavior`, `POST /_mock/push`, `POST /_mock/reset`,
-//!   `POST /_mock/clear`, `GET /_mock/requests`, `GET /_mock/hits`).
+//!   `POST /_mock/clear`, `GET /_mock/requests`, `GET /_mock/hits`, `GET /_mock/chaos`).
 //!
 //! Usage numbers are deterministic so tests can compute expected costs: unless a knob says otherwise
 //! `prompt_tokens = max(1, request body length / 4)` and `completion_tokens =`
 //! [`DEFAULT_COMPLETION_TOKENS`] (see [`Usage::for_request_body`]).
+//!
+//! For long runs (the soak test) two settings change this: [`MockUpstream::set_recording`]`(false)`
+//! keeps only counters instead of every request, and [`MockUpstream::set_chaos`] makes the mock draw
+//! faults at random ([`Chaos`]: rate limits, server errors, resets, slow answers), independently for
+//! every request it receives — so each failover attempt switchyard makes gets its own draw.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::str::FromStr;
@@ -241,6 +246,233 @@ impl Behavior {
     }
 }
 
+/// Faults the mock draws at random for every request it receives (see [`MockUpstream::set_chaos`]).
+///
+/// Each request gets one independent draw: at most one of the *exclusive* faults (a status from
+/// `statuses`, or a reset before the headers), and, independently of that, maybe a slow or a
+/// stalled answer. A drawn fault is a [`Behavior`] layer between the default behavior and the
+/// one-shot queue, so a request's own `x-mock-*` headers still win, field by field.
+///
+/// As text (the `mock-upstream --chaos` flag, [`Chaos::from_str`]): comma-separated `key=value`:
+///
+/// | key | value | fault |
+/// |---|---|---|
+/// | a status code, e.g. `429` | probability | answer that status (an OpenAI-style error body) |
+/// | `reset-before-headers` | probability | read the request, close the connection without answering |
+/// | `slow` | `probability:ms` | hold the headers `ms/2..=ms`, space streamed events a tenth of that |
+/// | `stall` | `probability:ms` | hold the headers exactly `ms` (to outlast a per-try timeout) |
+/// | `retry-after-ms` | `lo-hi` | a 429 says `retry-after-ms: lo..=hi` (default `5-50`) |
+/// | `retry-after-1s` | share | this share of the 429s says `Retry-After: 1` instead |
+/// | `seed` | integer | seed of the draws (mixed with the mock's name) |
+///
+/// e.g. `429=0.10,503=0.02,slow=0.05:300,seed=7`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chaos {
+    /// `(status, probability)`: answer this status code.
+    pub statuses: Vec<(u16, f64)>,
+    /// Probability of closing the connection without answering.
+    pub reset_before_headers: f64,
+    /// Probability of a slow answer, and its longest header delay in ms.
+    pub slow: (f64, u64),
+    /// Probability of a stalled answer, and its header delay in ms.
+    pub stall: (f64, u64),
+    /// Range of the `retry-after-ms` value of a drawn 429, inclusive.
+    pub retry_after_ms: (u64, u64),
+    /// Share of drawn 429s that say `Retry-After: 1` instead of `retry-after-ms`.
+    pub retry_after_1s: f64,
+    /// Seed of the draws.
+    pub seed: u64,
+}
+
+impl Default for Chaos {
+    /// No faults at all (add some); 429s say `retry-after-ms: 5..=50`.
+    fn default() -> Self {
+        Chaos {
+            statuses: Vec::new(),
+            reset_before_headers: 0.0,
+            slow: (0.0, 0),
+            stall: (0.0, 0),
+            retry_after_ms: (5, 50),
+            retry_after_1s: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// How many faults a mock drew (see [`Chaos`]); also `GET /_mock/chaos`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChaosCounts {
+    /// Requests that took part in a draw.
+    pub draws: u64,
+    /// Drawn status answers, by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Connections closed without an answer.
+    pub reset_before_headers: u64,
+    /// Slow answers.
+    pub slow: u64,
+    /// Stalled answers.
+    pub stall: u64,
+    /// 429s that said `Retry-After: 1`.
+    pub retry_after_1s: u64,
+}
+
+impl ChaosCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &ChaosCounts) {
+        self.draws += other.draws;
+        for (status, count) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += count;
+        }
+        self.reset_before_headers += other.reset_before_headers;
+        self.slow += other.slow;
+        self.stall += other.stall;
+        self.retry_after_1s += other.retry_after_1s;
+    }
+}
+
+impl Chaos {
+    /// The behavior layer of one draw, and the draw counted into `counts`.
+    pub fn draw(&self, rng: &mut SplitMix64, counts: &mut ChaosCounts) -> Behavior {
+        let mut behavior = Behavior::default();
+        counts.draws += 1;
+        let mut roll = rng.next_f64();
+        let mut exclusive_drawn = false;
+        for (status, probability) in &self.statuses {
+            if roll < *probability {
+                behavior.status = Some(*status);
+                *counts.statuses.entry(*status).or_default() += 1;
+                if *status == 429 {
+                    if rng.next_f64() < self.retry_after_1s {
+                        behavior.retry_after = Some("1".to_owned());
+                        counts.retry_after_1s += 1;
+                    } else {
+                        let (lo, hi) = self.retry_after_ms;
+                        let ms = rng.in_range(lo, hi);
+                        behavior.headers.push(("retry-after-ms".to_owned(), ms.to_string()));
+                    }
+                }
+                exclusive_drawn = true;
+                break;
+            }
+            roll -= probability;
+        }
+        if !exclusive_drawn && roll < self.reset_before_headers {
+            behavior.broken = Some(Broken::ResetBeforeHeaders);
+            counts.reset_before_headers += 1;
+        }
+        let roll = rng.next_f64();
+        let (stall, stall_ms) = self.stall;
+        let (slow, slow_ms) = self.slow;
+        if roll < stall {
+            behavior.delay_ms = Some(stall_ms);
+            counts.stall += 1;
+        } else if roll < stall + slow {
+            let delay = rng.in_range(slow_ms / 2, slow_ms);
+            behavior.delay_ms = Some(delay);
+            behavior.chunk_delay_ms = Some(delay / 10);
+            counts.slow += 1;
+        }
+        behavior
+    }
+}
+
+impl FromStr for Chaos {
+    type Err = anyhow::Error;
+
+    fn from_str(spec: &str) -> anyhow::Result<Chaos> {
+        let mut chaos = Chaos::default();
+        let probability = |key: &str, text: &str| -> anyhow::Result<f64> {
+            let p: f64 = text.trim().parse().with_context(|| format!("`{key}={text}`: not a probability"))?;
+            if !(0.0..=1.0).contains(&p) {
+                bail!("`{key}={text}`: a probability is between 0 and 1");
+            }
+            Ok(p)
+        };
+        let probability_ms = |key: &str, text: &str| -> anyhow::Result<(f64, u64)> {
+            let (p, ms) = text.split_once(':').with_context(|| format!("`{key}={text}`: expected `probability:ms`"))?;
+            let ms = ms.trim().parse().with_context(|| format!("`{key}={text}`: `{ms}` is not milliseconds"))?;
+            Ok((probability(key, p)?, ms))
+        };
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').with_context(|| format!("`{part}` is not key=value"))?;
+            let key = key.trim();
+            match key {
+                "reset-before-headers" => chaos.reset_before_headers = probability(key, value)?,
+                "slow" => chaos.slow = probability_ms(key, value)?,
+                "stall" => chaos.stall = probability_ms(key, value)?,
+                "retry-after-1s" => chaos.retry_after_1s = probability(key, value)?,
+                "retry-after-ms" => {
+                    let (lo, hi) = value.split_once('-').with_context(|| format!("`{part}`: expected `lo-hi`"))?;
+                    let lo: u64 = lo.trim().parse().with_context(|| format!("`{part}`: `{lo}` is not a number"))?;
+                    let hi: u64 = hi.trim().parse().with_context(|| format!("`{part}`: `{hi}` is not a number"))?;
+                    if lo > hi {
+                        bail!("`{part}`: lo is above hi");
+                    }
+                    chaos.retry_after_ms = (lo, hi);
+                }
+                "seed" => chaos.seed = value.trim().parse().with_context(|| format!("`{part}`: not an integer"))?,
+                status => match status.parse::<u16>() {
+                    Ok(code) if (100..=599).contains(&code) => chaos.statuses.push((code, probability(key, value)?)),
+                    _ => bail!(
+                        "unknown chaos key `{key}` (expected a status code, reset-before-headers, slow, stall, \
+                         retry-after-ms, retry-after-1s or seed)"
+                    ),
+                },
+            }
+        }
+        let exclusive: f64 = chaos.statuses.iter().map(|(_, p)| p).sum::<f64>() + chaos.reset_before_headers;
+        if exclusive > 1.0 {
+            bail!("the status and reset probabilities add up to {exclusive}, more than 1");
+        }
+        if chaos.slow.0 + chaos.stall.0 > 1.0 {
+            bail!("the slow and stall probabilities add up to more than 1");
+        }
+        Ok(chaos)
+    }
+}
+
+/// A small, fast, seedable random number generator (SplitMix64): the mock's chaos draws and the
+/// soak test's request mix. Not for anything that needs real randomness.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// A generator seeded with `seed` mixed with `name` (FNV-1a), so mocks with one seed differ.
+    pub fn for_name(seed: u64, name: &str) -> SplitMix64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // Scrambled, so that two nearby seeds do not give the same stream shifted by a few places.
+        SplitMix64(SplitMix64(seed ^ hash).next_u64())
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1_u64 << 53) as f64
+    }
+
+    /// Uniform in `lo..=hi` (`lo` when `hi <= lo`).
+    pub fn in_range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
 /// One request as the mock received it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedRequest {
@@ -345,11 +577,45 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-#[derive(Default)]
 struct State {
     requests: Vec<RecordedRequest>,
+    /// Requests received (control requests excluded), recorded or not.
+    hits: usize,
     default: Behavior,
     queue: VecDeque<Behavior>,
+    /// Settings that [`MockUpstream::reset`] keeps: whether requests are recorded, and the chaos
+    /// draws with their generator.
+    recording: bool,
+    chaos: Option<(Chaos, SplitMix64)>,
+    chaos_counts: ChaosCounts,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            requests: Vec::new(),
+            hits: 0,
+            default: Behavior::default(),
+            queue: VecDeque::new(),
+            recording: true,
+            chaos: None,
+            chaos_counts: ChaosCounts::default(),
+        }
+    }
+}
+
+impl State {
+    /// Forgets requests, counts, behaviors and the queue; keeps the recording and chaos settings.
+    fn reset(&mut self) {
+        let recording = self.recording;
+        let chaos = self.chaos.take();
+        *self = State { recording, chaos, ..State::default() };
+    }
+
+    fn clear(&mut self) {
+        self.requests.clear();
+        self.hits = 0;
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -401,7 +667,8 @@ impl MockUpstream {
         format!("http://{}", connectable(self.addr))
     }
 
-    /// Every request received so far (control requests under `/_mock/` excluded), oldest first.
+    /// Every request received so far (control requests under `/_mock/` excluded), oldest first;
+    /// none while recording is off.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.state).requests.clone()
     }
@@ -411,9 +678,9 @@ impl MockUpstream {
         lock(&self.shared.state).requests.last().cloned()
     }
 
-    /// How many requests were received (control requests excluded).
+    /// How many requests were received (control requests excluded), recorded or not.
     pub fn hits(&self) -> usize {
-        lock(&self.shared.state).requests.len()
+        lock(&self.shared.state).hits
     }
 
     /// Waits until at least `hits` requests were received; false if `timeout` passed first.
@@ -430,14 +697,40 @@ impl MockUpstream {
         }
     }
 
-    /// Forgets the recorded requests (behaviors stay).
+    /// Forgets the recorded requests and the hit count (behaviors stay).
     pub fn clear(&self) {
-        lock(&self.shared.state).requests.clear();
+        lock(&self.shared.state).clear();
     }
 
-    /// Forgets the recorded requests, the default behavior and the one-shot queue.
+    /// Forgets the recorded requests, the counts, the default behavior and the one-shot queue.
+    /// Recording and chaos settings stay.
     pub fn reset(&self) {
-        *lock(&self.shared.state) = State::default();
+        lock(&self.shared.state).reset();
+    }
+
+    /// Whether to keep every request (the default) or only count them: a mock serving millions of
+    /// requests must not hold them all in memory.
+    pub fn set_recording(&self, recording: bool) {
+        let mut state = lock(&self.shared.state);
+        state.recording = recording;
+        if !recording {
+            state.requests = Vec::new();
+        }
+    }
+
+    /// Draws faults at random for every following request (`None`: no more chaos). The draws are
+    /// seeded with `chaos.seed` mixed with the mock's name, so mocks sharing a seed differ.
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        let seeded = chaos.map(|chaos| {
+            let rng = SplitMix64::for_name(chaos.seed, &self.shared.name);
+            (chaos, rng)
+        });
+        lock(&self.shared.state).chaos = seeded;
+    }
+
+    /// The faults drawn so far (zero without chaos).
+    pub fn chaos_counts(&self) -> ChaosCounts {
+        lock(&self.shared.state).chaos_counts.clone()
     }
 
     /// Sets the default behavior for all following requests.
@@ -686,17 +979,24 @@ fn answer(shared: &Shared, request: &HttpRequest, writer: &mut TcpStream, flow: 
     if request.path_only().starts_with("/_mock/") {
         return answer_control(shared, request, writer, flow);
     }
-    let recorded = RecordedRequest {
-        method: request.method.clone(),
-        path: request.path.clone(),
-        headers: request.headers.clone(),
-        body: request.body.clone(),
-    };
     let stacked = {
         let mut state = lock(&shared.state);
-        state.requests.push(recorded);
+        state.hits += 1;
+        if state.recording {
+            state.requests.push(RecordedRequest {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                headers: request.headers.clone(),
+                body: request.body.clone(),
+            });
+        }
+        let state = &mut *state;
+        let drawn = match &mut state.chaos {
+            Some((chaos, rng)) => chaos.draw(rng, &mut state.chaos_counts),
+            None => Behavior::default(),
+        };
         let one_shot = state.queue.pop_front().unwrap_or_default();
-        state.default.clone().overlay(&one_shot)
+        state.default.clone().overlay(&drawn).overlay(&one_shot)
     };
     let behavior = match Behavior::from_request_headers(&request.headers) {
         Ok(from_headers) => stacked.overlay(&from_headers),
@@ -792,17 +1092,20 @@ fn answer_control(shared: &Shared, request: &HttpRequest, writer: &mut TcpStream
             ok
         }),
         ("POST", "/_mock/reset") => {
-            *lock(&shared.state) = State::default();
+            lock(&shared.state).reset();
             Ok(ok)
         }
         ("POST", "/_mock/clear") => {
-            lock(&shared.state).requests.clear();
+            lock(&shared.state).clear();
             Ok(ok)
         }
         ("GET", "/_mock/requests") => {
             serde_json::to_value(&lock(&shared.state).requests).context("cannot serialize requests")
         }
-        ("GET", "/_mock/hits") => Ok(json!({"hits": lock(&shared.state).requests.len()})),
+        ("GET", "/_mock/hits") => Ok(json!({"hits": lock(&shared.state).hits})),
+        ("GET", "/_mock/chaos") => {
+            serde_json::to_value(&lock(&shared.state).chaos_counts).context("cannot serialize chaos counts")
+        }
         (method, path) => {
             let body = error_body(404, &format!("no control endpoint {method} {path}"));
             return write_json(writer, 404, &headers, &body, flow);

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchyard_host_tests::envoy::{http_agent, Envoy};
-use switchyard_host_tests::mock::{reply_text, Behavior, MockUpstream, RecordedRequest, Usage, DEFAULT_CHUNKS};
+use switchyard_host_tests::mock::{
+    reply_text, Behavior, Chaos, ChaosCounts, MockUpstream, RecordedRequest, Usage, DEFAULT_CHUNKS,
+};
 
 /// An answer as a test sees it.
 struct Answer {
@@ -490,6 +492,170 @@ fn dropping_the_mock_closes_idle_connections() {
     let _ = stream.read_to_end(&mut rest);
     assert!(start.elapsed() < Duration::from_secs(2));
     assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn without_recording_the_mock_only_counts() {
+    let mock = MockUpstream::start("tau").unwrap();
+    let url = format!("{}/v1/chat/completions", mock.url());
+    post(&url, CHAT, &[]);
+    mock.set_recording(false);
+    for _ in 0..3 {
+        assert_eq!(post(&url, CHAT, &[]).status, 200);
+    }
+    assert_eq!(mock.hits(), 4);
+    assert!(mock.requests().is_empty(), "turning recording off forgets what was kept");
+    assert!(mock.last_request().is_none());
+    assert_eq!(send("GET", &format!("{}/_mock/hits", mock.url()), None, &[]).json(), json!({"hits": 4}));
+    assert_eq!(send("GET", &format!("{}/_mock/requests", mock.url()), None, &[]).json(), json!([]));
+    // reset and clear zero the count; recording stays off.
+    mock.reset();
+    assert_eq!(mock.hits(), 0);
+    post(&url, CHAT, &[]);
+    assert_eq!((mock.hits(), mock.requests().len()), (1, 0));
+    mock.clear();
+    assert_eq!(mock.hits(), 0);
+    mock.set_recording(true);
+    post(&url, CHAT, &[]);
+    assert_eq!((mock.hits(), mock.requests().len()), (1, 1));
+}
+
+#[test]
+fn chaos_specs_parse_and_bad_ones_are_refused() {
+    let chaos: Chaos = "429=0.10, 503=0.02,reset-before-headers=0.005,slow=0.05:300,stall=0.001:6000,\
+                        retry-after-ms=1-9,retry-after-1s=0.25,seed=7"
+        .parse()
+        .unwrap();
+    assert_eq!(chaos.statuses, vec![(429, 0.10), (503, 0.02)]);
+    assert_eq!(chaos.reset_before_headers, 0.005);
+    assert_eq!((chaos.slow, chaos.stall), ((0.05, 300), (0.001, 6000)));
+    assert_eq!((chaos.retry_after_ms, chaos.retry_after_1s, chaos.seed), ((1, 9), 0.25, 7));
+    assert_eq!("".parse::<Chaos>().unwrap(), Chaos::default());
+    for bad in [
+        "429=1.5",
+        "429=0.7,503=0.4",
+        "slow=0.5",
+        "slow=0.6:10,stall=0.6:10",
+        "retry-after-ms=9-1",
+        "teapot=0.1",
+        "99=0.1",
+        "429",
+        "seed=x",
+    ] {
+        assert!(bad.parse::<Chaos>().is_err(), "{bad} was accepted");
+    }
+}
+
+#[test]
+fn chaos_draws_a_fault_for_every_request() {
+    let mock = MockUpstream::start("upsilon").unwrap();
+    mock.set_recording(false);
+    mock.set_chaos(Some("429=0.3,503=0.1,retry-after-ms=5-10,retry-after-1s=0.2,seed=3".parse().unwrap()));
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let mut seen: std::collections::BTreeMap<u16, u64> = Default::default();
+    let mut one_second = 0;
+    for _ in 0..400 {
+        let answer = post(&url, CHAT, &[]);
+        *seen.entry(answer.status).or_default() += 1;
+        if answer.status == 429 {
+            match (answer.header("retry-after"), answer.header("retry-after-ms")) {
+                (Some("1"), None) => one_second += 1,
+                (None, Some(ms)) => assert!((5..=10).contains(&ms.parse::<u32>().unwrap()), "{ms}"),
+                other => panic!("429 with {other:?}"),
+            }
+            assert_eq!(answer.json()["error"]["code"], "rate_limit_exceeded");
+        }
+    }
+    let (limited, failed, fine) = (seen[&429], seen[&503], seen[&200]);
+    assert_eq!(limited + failed + fine, 400);
+    assert!((80..=160).contains(&limited), "{seen:?}");
+    assert!((20..=70).contains(&failed), "{seen:?}");
+    let counts = mock.chaos_counts();
+    assert_eq!(counts.draws, 400);
+    assert_eq!(counts.statuses.get(&429), Some(&limited));
+    assert_eq!(counts.statuses.get(&503), Some(&failed));
+    assert_eq!(counts.retry_after_1s, one_second);
+    assert!(one_second > 0 && one_second < limited / 2, "{one_second} of {limited}");
+    let listed: ChaosCounts =
+        serde_json::from_str(&send("GET", &format!("{}/_mock/chaos", mock.url()), None, &[]).body).unwrap();
+    assert_eq!(listed, counts);
+    // The same seed and name give the same draws in the same order; another name gives others.
+    let fresh = |name: &str| {
+        let m = MockUpstream::start(name).unwrap();
+        m.set_chaos(Some("429=0.3,503=0.1,seed=3".parse().unwrap()));
+        m
+    };
+    let statuses = |m: &MockUpstream| {
+        (0..40).map(|_| post(&format!("{}/v1/embeddings", m.url()), CHAT, &[]).status).collect::<Vec<_>>()
+    };
+    let (psi, twin, phi) = (fresh("psi"), fresh("psi"), fresh("phi"));
+    let first = statuses(&psi);
+    assert_eq!(first, statuses(&twin));
+    assert_ne!(first, statuses(&phi));
+}
+
+#[test]
+fn chaos_resets_slows_and_stalls_and_request_headers_still_win() {
+    let mock = MockUpstream::start("chi").unwrap();
+    mock.set_chaos(Some("reset-before-headers=1".parse().unwrap()));
+    let reset = raw_exchange(&mock, &raw_post("/v1/chat/completions", CHAT, ""));
+    assert!(reset.is_empty(), "{}", String::from_utf8_lossy(&reset));
+    // A request's own knobs override the drawn fault field by field.
+    let asked = raw_exchange(&mock, &raw_post("/v1/chat/completions", CHAT, "x-mock-broken: no-usage\r\n"));
+    assert!(String::from_utf8_lossy(&asked).starts_with("HTTP/1.1 200 OK"));
+
+    // A slow answer waits 300-600 ms here.
+    mock.set_chaos(Some("slow=1:600".parse().unwrap()));
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let start = Instant::now();
+    assert_eq!(post(&url, CHAT, &[]).status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+    let start = Instant::now();
+    assert_eq!(post(&url, CHAT, &[("x-mock-delay-ms", "0")]).status, 200);
+    assert!(start.elapsed() < Duration::from_millis(250), "{:?}", start.elapsed());
+
+    mock.set_chaos(Some("stall=1:250,429=1".parse().unwrap()));
+    let start = Instant::now();
+    let stalled = post(&url, CHAT, &[]);
+    assert_eq!(stalled.status, 429);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(post(&url, CHAT, &[("x-mock-status", "200"), ("x-mock-delay-ms", "0")]).status, 200);
+
+    let counts = mock.chaos_counts();
+    assert_eq!((counts.reset_before_headers, counts.slow, counts.stall), (2, 2, 2));
+    // reset() keeps the chaos setting but zeroes its counts; set_chaos(None) ends it.
+    mock.reset();
+    assert_eq!(mock.chaos_counts(), ChaosCounts::default());
+    assert_eq!(post(&url, CHAT, &[("x-mock-delay-ms", "0")]).status, 429);
+    mock.set_chaos(None);
+    assert_eq!(post(&url, CHAT, &[]).status, 200);
+}
+
+#[test]
+fn the_binary_serves_with_chaos_and_without_recording() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
+        .args(["--listen", "omega=127.0.0.1:0", "--no-record", "--chaos=503=1,seed=1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let answer = post(&format!("{url}/v1/chat/completions"), CHAT, &[]);
+    let requests = send("GET", &format!("{url}/_mock/requests"), None, &[]).json();
+    let chaos = send("GET", &format!("{url}/_mock/chaos"), None, &[]).json();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(answer.status, 503, "{line}");
+    assert_eq!(requests, json!([]));
+    assert_eq!(chaos["statuses"]["503"], 1);
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
+        .args(["--listen", "x=127.0.0.1:0", "--chaos", "503=2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("503=2"));
 }
 
 /// A plain proxy (no wasm): every request goes to the cluster `mock`.

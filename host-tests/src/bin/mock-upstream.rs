@@ -3,23 +3,36 @@
 //!
 //! ```text
 //! mock-upstream --listen openai=127.0.0.1:18001 --listen mistral=127.0.0.1:18002
+//! mock-upstream --listen openai=127.0.0.1:18001 --no-record --chaos 429=0.10,503=0.02,slow=0.05:300
 //! ```
 //!
 //! Prints one line per listener and serves until killed. Knobs are set per request with `x-mock-*`
-//! headers or through each mock's `/_mock/` control endpoints.
+//! headers or through each mock's `/_mock/` control endpoints. `--no-record` keeps only counters
+//! instead of every request (for long runs); `--chaos SPEC` makes every listener draw faults at
+//! random for each request (`switchyard_host_tests::mock::Chaos` describes SPEC).
 
 use std::thread;
 
 use anyhow::{bail, Context};
-use switchyard_host_tests::mock::MockUpstream;
+use switchyard_host_tests::mock::{Chaos, MockUpstream};
 
-const USAGE: &str = "usage: mock-upstream --listen NAME=HOST:PORT [--listen NAME=HOST:PORT ...]";
+const USAGE: &str = "usage: mock-upstream --listen NAME=HOST:PORT [--listen NAME=HOST:PORT ...] [--no-record] \
+                     [--chaos SPEC]\n  SPEC: e.g. 429=0.10,503=0.02,reset-before-headers=0.005,slow=0.05:300,\
+                     retry-after-ms=5-50,retry-after-1s=0.01,seed=7";
+
+struct Args {
+    listens: Vec<(String, String)>,
+    record: bool,
+    chaos: Option<Chaos>,
+}
 
 fn main() -> anyhow::Result<()> {
-    let listens = parse_args(std::env::args().skip(1))?;
+    let args = parse_args(std::env::args().skip(1))?;
     let mut mocks = Vec::new();
-    for (name, addr) in listens {
+    for (name, addr) in args.listens {
         let mock = MockUpstream::start_on(&name, addr.as_str()).with_context(|| format!("--listen {name}={addr}"))?;
+        mock.set_recording(args.record);
+        mock.set_chaos(args.chaos.clone());
         println!("mock-upstream {name} listening on {}", mock.url());
         mocks.push(mock);
     }
@@ -28,31 +41,45 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Vec<(String, String)>> {
-    let mut listens = Vec::new();
+fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let mut parsed = Args { listens: Vec::new(), record: true, chaos: None };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
-        let spec = match arg.as_str() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match inline.clone() {
+                Some(value) => Ok(value),
+                None => args.next().with_context(|| format!("{flag} needs a value\n{USAGE}")),
+            }
+        };
+        match flag.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            "--listen" => args.next().context(USAGE)?,
-            other => match other.strip_prefix("--listen=") {
-                Some(spec) => spec.to_owned(),
-                None => bail!("unknown argument `{other}`\n{USAGE}"),
-            },
-        };
-        let Some((name, addr)) = spec.split_once('=') else {
-            bail!("`{spec}` is not NAME=HOST:PORT\n{USAGE}");
-        };
-        if name.is_empty() || addr.is_empty() {
-            bail!("`{spec}` is not NAME=HOST:PORT\n{USAGE}");
+            "--no-record" => parsed.record = false,
+            "--chaos" => {
+                let spec = value()?;
+                parsed.chaos = Some(spec.parse().with_context(|| format!("--chaos {spec}"))?);
+            }
+            "--listen" => {
+                let spec = value()?;
+                let Some((name, addr)) = spec.split_once('=') else {
+                    bail!("`{spec}` is not NAME=HOST:PORT\n{USAGE}");
+                };
+                if name.is_empty() || addr.is_empty() {
+                    bail!("`{spec}` is not NAME=HOST:PORT\n{USAGE}");
+                }
+                parsed.listens.push((name.to_owned(), addr.to_owned()));
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
-        listens.push((name.to_owned(), addr.to_owned()));
     }
-    if listens.is_empty() {
+    if parsed.listens.is_empty() {
         bail!("{USAGE}");
     }
-    Ok(listens)
+    Ok(parsed)
 }

@@ -91,7 +91,7 @@ impl HttpContext for AttemptStream {
         };
         if cooling_until(&config, candidate, now_ms()).is_some() {
             // Started cooling after the plan was made: skip it without contacting the provider.
-            return self.reply(503, Some(index), Some("skip"), "switchyard: candidate is cooling down");
+            return self.reply(503, Some(index), Some(SKIP_MARKER), "switchyard: candidate is cooling down");
         }
         if let Some(upstream) = config.upstreams.get(candidate.upstream) {
             set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
@@ -165,6 +165,9 @@ impl HttpContext for AttemptStream {
     }
 }
 
+/// The failover marker of the attempt role's reply for a candidate it skipped as cooling.
+const SKIP_MARKER: &str = "skip";
+
 /// The upstream filter on the attempts cluster: appends each attempt's `candidate:status` to the
 /// request's filter state, where the front reads it.
 pub struct LedgerStream;
@@ -178,6 +181,9 @@ impl HttpContext for LedgerStream {
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
         let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok());
         let candidate = header(&headers, CANDIDATE_HEADER).and_then(|s| s.parse::<usize>().ok());
+        // The attempt role's own reply for a cooling candidate is not the provider's status.
+        let skipped = header(&headers, FAILOVER_HEADER) == Some(SKIP_MARKER);
+        let status = if skipped { Some(plan::SKIPPED) } else { status };
         if let (Some(status), Some(candidate)) = (status, candidate) {
             let existing = hostcalls::get_property(vec![plan::LEDGER_PROPERTY]).ok().flatten();
             let existing = existing.as_deref().map(String::from_utf8_lossy);

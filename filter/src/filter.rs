@@ -735,7 +735,7 @@ fn count_failovers(metrics: &Metrics, config: &Config, category: usize, attempts
     let category_name = config.categories.get(category).map_or("", |c| c.name.as_str());
     for pair in attempts.windows(2) {
         if let [from, to] = pair {
-            let status = from.status.to_string();
+            let status = from.outcome();
             let labels =
                 [("category", category_name), ("from", &name(from)), ("to", &name(to)), ("status", status.as_str())];
             metrics.count(metrics::FAILOVERS, &labels, 1);

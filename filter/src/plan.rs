@@ -37,11 +37,27 @@ pub fn decode(value: &str) -> Option<(usize, Vec<usize>)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
     pub candidate: usize,
+    /// The answer's status, or [`SKIPPED`].
     pub status: u32,
 }
 
+/// The status of an attempt the attempt role skipped because its candidate was cooling: the
+/// provider was never asked. Written `cooling` in the ledger, headers and metric labels.
+pub const SKIPPED: u32 = 0;
+
+impl Attempt {
+    /// The status as headers and metric labels show it: `429`, `503`, ... or `cooling`.
+    pub fn outcome(&self) -> String {
+        if self.status == SKIPPED {
+            "cooling".to_owned()
+        } else {
+            self.status.to_string()
+        }
+    }
+}
+
 pub fn ledger_append(existing: Option<&str>, attempt: Attempt) -> String {
-    let entry = format!("{}:{}", attempt.candidate, attempt.status);
+    let entry = format!("{}:{}", attempt.candidate, attempt.outcome());
     match existing.filter(|e| !e.is_empty()) {
         Some(existing) => format!("{existing},{entry}"),
         None => entry,
@@ -54,7 +70,11 @@ pub fn ledger_parse(value: &str) -> Vec<Attempt> {
         .split(',')
         .filter_map(|entry| {
             let (candidate, status) = entry.split_once(':')?;
-            Some(Attempt { candidate: candidate.trim().parse().ok()?, status: status.trim().parse().ok()? })
+            let status = match status.trim() {
+                "cooling" => SKIPPED,
+                other => other.parse().ok().filter(|s| *s != SKIPPED)?,
+            };
+            Some(Attempt { candidate: candidate.trim().parse().ok()?, status })
         })
         .collect()
 }
@@ -72,7 +92,7 @@ pub fn candidate_name(config: &Config, category: usize, candidate: usize) -> Opt
 pub fn failover_from(config: &Config, category: usize, failed: &[Attempt]) -> Option<String> {
     let names: Vec<String> = failed
         .iter()
-        .filter_map(|a| Some(format!("{}={}", candidate_name(config, category, a.candidate)?, a.status)))
+        .filter_map(|a| Some(format!("{}={}", candidate_name(config, category, a.candidate)?, a.outcome())))
         .collect();
     (!names.is_empty()).then(|| names.join(","))
 }
@@ -103,6 +123,13 @@ mod tests {
         );
         assert_eq!(ledger_parse("garbage,2:503,:"), vec![Attempt { candidate: 2, status: 503 }]);
         assert_eq!(ledger_append(Some(""), Attempt { candidate: 1, status: 200 }), "1:200");
+        let skipped = ledger_append(None, Attempt { candidate: 0, status: SKIPPED });
+        assert_eq!(skipped, "0:cooling");
+        assert_eq!(
+            ledger_parse(&ledger_append(Some(&skipped), Attempt { candidate: 1, status: 200 })),
+            vec![Attempt { candidate: 0, status: SKIPPED }, Attempt { candidate: 1, status: 200 }]
+        );
+        assert_eq!(ledger_parse("0:0"), vec![]);
     }
 
     #[test]

@@ -102,3 +102,38 @@ fn a_body_past_the_buffer_limit_is_refused_by_whoever_sees_it_first() {
     assert_eq!(answered.header("x-switchyard-error"), Some("request_too_large"));
     assert_eq!(refused(&host), Some(1));
 }
+
+/// The ledger role (the upstream filter on the attempts cluster) writes each attempt's candidate
+/// and status for the front: a provider's status as it is, and the attempt role's own reply for a
+/// candidate that was cooling as `cooling`, so that failover headers and metrics do not count it
+/// as a provider's 503.
+#[test]
+fn the_ledger_records_provider_statuses_and_cooling_skips() {
+    let wasm = differential::wasm().unwrap();
+    let host = Host::builder(&wasm)
+        .plugin_name("switchyard")
+        .root_id("switchyard_ledger")
+        .vm_id("switchyard")
+        .build()
+        .unwrap();
+    // The ledger role takes no settings of its own.
+    let configured = host.configure("{}").unwrap();
+    assert!(configured.accepted, "{:?}", host.logs());
+    let request = [(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "attempts")];
+    let mut s = host.stream().unwrap();
+    s.send_request_headers(&request, true).unwrap();
+    // Attempt 1: candidate 0 cooling, skipped by the attempt role.
+    s.send_response_headers(
+        503,
+        &[("x-switchyard-candidate", "0"), ("x-switchyard-failover", "skip"), ("content-type", "application/json")],
+        true,
+    )
+    .unwrap();
+    assert_eq!(s.filter_state("switchyard_attempts").unwrap().as_deref(), Some(&b"0:cooling"[..]));
+
+    // A provider's own 503 (marked for failover with its status) stays a 503.
+    let mut s = host.stream().unwrap();
+    s.send_request_headers(&request, true).unwrap();
+    s.send_response_headers(503, &[("x-switchyard-candidate", "1"), ("x-switchyard-failover", "503")], true).unwrap();
+    assert_eq!(s.filter_state("switchyard_attempts").unwrap().as_deref(), Some(&b"1:503"[..]));
+}

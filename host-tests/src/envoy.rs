@@ -511,4 +511,3 @@ mod tests {
         assert_eq!(percent_encode(&format!("^{}$", regex_escape("cluster.a_b"))), "%5Ecluster%5C.a_b%24");
     }
 }
-

@@ -270,7 +270,10 @@ fn a_malformed_answer_passes_untouched_and_unpriced() {
     assert_eq!(a.header("x-switchyard-cost-usd"), Some("unknown"));
     assert_eq!(a.header("x-switchyard-cost-status"), Some("no-usage"));
     let counted = s.envoy.stats_prometheus();
-    assert!(counted.lines().any(|l| l.starts_with("switchyard_unpriced_total{") && l.contains("reason=\"no-usage\"")), "{counted}");
+    assert!(
+        counted.lines().any(|l| l.starts_with("switchyard_unpriced_total{") && l.contains("reason=\"no-usage\"")),
+        "{counted}"
+    );
 }
 
 #[test]
@@ -305,5 +308,8 @@ fn a_refused_connection_without_failover_is_envoys_503_unpriced() {
     assert_eq!(a.header("x-switchyard-category"), Some("extraction"));
     assert_eq!(a.header("x-switchyard-cost-usd"), None);
     let prom = s.envoy.stats_prometheus();
-    assert!(prom.lines().any(|l| l.starts_with("switchyard_responses_total{") && l.contains("status_class=\"5xx\"")), "{prom}");
+    assert!(
+        prom.lines().any(|l| l.starts_with("switchyard_responses_total{") && l.contains("status_class=\"5xx\"")),
+        "{prom}"
+    );
 }

@@ -54,7 +54,11 @@ fn rate_limited_primary_fails_over_to_the_next_model() {
     assert_eq!(to_b.body_text(), GENERAL.replace("\"gpt-4o\"", "\"claude-sonnet-4-5\""));
     assert_eq!(to_b.header("content-length"), Some(to_b.body.len().to_string().as_str()));
     for seen in [&to_a, &to_b] {
-        assert!(seen.headers.iter().all(|(k, _)| !k.starts_with("x-switchyard-") && k != "x-envoy-attempt-count"), "{:?}", seen.headers);
+        assert!(
+            seen.headers.iter().all(|(k, _)| !k.starts_with("x-switchyard-") && k != "x-envoy-attempt-count"),
+            "{:?}",
+            seen.headers
+        );
     }
     let prom = s.envoy.stats_prometheus();
     assert!(
@@ -65,7 +69,10 @@ fn rate_limited_primary_fails_over_to_the_next_model() {
             && l.ends_with(" 1")),
         "{prom}"
     );
-    assert!(prom.lines().any(|l| l.starts_with("switchyard_cooldowns_total{") && l.contains("upstream=\"openai\"")), "{prom}");
+    assert!(
+        prom.lines().any(|l| l.starts_with("switchyard_cooldowns_total{") && l.contains("upstream=\"openai\"")),
+        "{prom}"
+    );
 }
 
 #[test]

@@ -305,6 +305,12 @@ fn secrets_in_a_refused_config_are_not_logged_even_at_debug_level() {
     assert!(log.contains("upstreams.openai.api_key: unknown field `api_key`"), "{log}");
     let switchyard_lines: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
     assert!(!switchyard_lines.is_empty());
-    assert!(switchyard_lines.iter().all(|l| !l.contains("DO-NOT-LOG-4242")), "switchyard logged the key: {switchyard_lines:?}");
-    assert!(log.contains("DO-NOT-LOG-4242"), "Envoy's debug config dump is expected to show it (the README warns of this)");
+    assert!(
+        switchyard_lines.iter().all(|l| !l.contains("DO-NOT-LOG-4242")),
+        "switchyard logged the key: {switchyard_lines:?}"
+    );
+    assert!(
+        log.contains("DO-NOT-LOG-4242"),
+        "Envoy's debug config dump is expected to show it (the README warns of this)"
+    );
 }

@@ -18,7 +18,8 @@ const HEADERS: [(&str, &str); 5] = [
 #[test]
 fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
     let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
-    let host = Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    let host =
+        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
     assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
     let text = "The quarterly report lists revenue by region. ".repeat(40);
     let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{text}"}}]}}"#);
@@ -55,7 +56,8 @@ fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
 #[test]
 fn the_vm_reports_its_memory_as_a_gauge_at_start_and_on_every_tick() {
     let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
-    let host = Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    let host =
+        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
     assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
     let at_start = host.gauge("switchyard_vm_memory_bytes").expect("reported once configured");
     assert_eq!(at_start, host.memory_bytes(0).unwrap() as u64);

@@ -14,6 +14,7 @@
 use std::thread;
 
 use anyhow::{bail, Context};
+use switchyard_host_tests::cli::Flags;
 use switchyard_host_tests::mock::{Chaos, MockUpstream};
 
 const USAGE: &str = "usage: mock-upstream --listen NAME=HOST:PORT [--listen NAME=HOST:PORT ...] [--no-record] \
@@ -43,19 +44,10 @@ fn main() -> anyhow::Result<()> {
 
 fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut parsed = Args { listens: Vec::new(), record: true, chaos: None };
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> anyhow::Result<String> {
-            match inline.clone() {
-                Some(value) => Ok(value),
-                None => args.next().with_context(|| format!("{flag} needs a value\n{USAGE}")),
-            }
-        };
-        match flag.as_str() {
+    let mut flags = Flags::new(args, USAGE);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
+        match flag.name.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

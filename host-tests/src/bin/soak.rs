@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use switchyard_host_tests::cli::Flags;
 use switchyard_host_tests::soak::{self, SoakOptions, DEFAULT_CHAOS};
 
 const USAGE: &str = "usage: soak [--requests N] [--seconds S] [--concurrency C] [--warmup N] [--timeout-secs S] \
@@ -59,22 +60,13 @@ fn main() -> anyhow::Result<()> {
 fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<(SoakOptions, Option<PathBuf>)> {
     let mut options = SoakOptions::default();
     let mut report = None;
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> anyhow::Result<String> {
-            match inline.clone() {
-                Some(value) => Ok(value),
-                None => args.next().with_context(|| format!("{flag} needs a value\n{USAGE}")),
-            }
-        };
+    let mut flags = Flags::new(args, USAGE);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(&flag);
         fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
             text.parse().map_err(|_| anyhow::anyhow!("{flag}: `{text}` is not a valid number"))
         }
-        match flag.as_str() {
+        match flag.name.as_str() {
             "-h" | "--help" => {
                 println!("{USAGE}\n\n  default chaos: {DEFAULT_CHAOS}");
                 std::process::exit(0);
@@ -84,13 +76,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<(SoakOptions
                 options.warmup = 1_000;
                 options.sample_every = Duration::from_secs(5);
             }
-            "--requests" => options.requests = number(&flag, &value()?)?,
-            "--seconds" => options.max_duration = Some(Duration::from_secs(number(&flag, &value()?)?)),
-            "--concurrency" => options.concurrency = number(&flag, &value()?)?,
-            "--warmup" => options.warmup = number(&flag, &value()?)?,
-            "--timeout-secs" => options.timeout = Duration::from_secs(number(&flag, &value()?)?),
+            "--requests" => options.requests = number(&flag.name, &value()?)?,
+            "--seconds" => options.max_duration = Some(Duration::from_secs(number(&flag.name, &value()?)?)),
+            "--concurrency" => options.concurrency = number(&flag.name, &value()?)?,
+            "--warmup" => options.warmup = number(&flag.name, &value()?)?,
+            "--timeout-secs" => options.timeout = Duration::from_secs(number(&flag.name, &value()?)?),
             "--cut-rate" => {
-                let rate: f64 = number(&flag, &value()?)?;
+                let rate: f64 = number(&flag.name, &value()?)?;
                 if !(0.0..=1.0).contains(&rate) {
                     bail!("--cut-rate is a share between 0 and 1");
                 }
@@ -101,9 +93,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<(SoakOptions
                 options.chaos = spec.parse().with_context(|| format!("--chaos {spec}"))?;
                 options.chaos_spec = spec;
             }
-            "--seed" => options.seed = number(&flag, &value()?)?,
-            "--envoy-workers" => options.envoy_workers = number(&flag, &value()?)?,
-            "--sample-secs" => options.sample_every = Duration::from_secs(number(&flag, &value()?)?),
+            "--seed" => options.seed = number(&flag.name, &value()?)?,
+            "--envoy-workers" => options.envoy_workers = number(&flag.name, &value()?)?,
+            "--sample-secs" => options.sample_every = Duration::from_secs(number(&flag.name, &value()?)?),
             "--report" => report = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }

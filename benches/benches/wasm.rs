@@ -20,6 +20,17 @@ fn host() -> Host {
     host
 }
 
+fn floor_host() -> Option<Host> {
+    let path = locate::target_dirs()
+        .into_iter()
+        .map(|d| d.join("wasm32-wasip1").join("release").join("switchyard_floor.wasm"))
+        .find(|p| p.is_file())?;
+    let wasm = std::fs::read(path).unwrap();
+    let host = Host::builder(&wasm).plugin_name("floor").root_id("floor").vm_id("floor").build().unwrap();
+    assert!(host.configure(b"").unwrap().accepted);
+    Some(host)
+}
+
 const REQUEST_HEADERS: [(&str, &str); 5] = [
     (":method", "POST"),
     (":path", "/v1/chat/completions"),
@@ -43,6 +54,22 @@ fn lifecycle(c: &mut Criterion) {
             black_box(client);
         });
     });
+    // The same request and answer through the floor filter (benches/floor-filter: hold the
+    // headers, copy the body into the VM once, set the route header): what the harness and the host
+    // boundary cost any body-reading filter. switchyard's own work is the difference.
+    if let Some(floor) = floor_host() {
+        group.bench_function("floor_filter_2k_whole_lifecycle", |b| {
+            b.iter(|| {
+                let mut s = floor.stream().unwrap();
+                let up = s.request(&REQUEST_HEADERS, black_box(&body)).unwrap();
+                assert!(up.forwarded());
+                let client = s.respond(200, &[("content-type", "application/json")], answer).unwrap();
+                black_box(client);
+            });
+        });
+    } else {
+        eprintln!("switchyard_floor.wasm is not built (make bench-wasm): no floor lifecycle");
+    }
     group.finish();
 
     let stream = sse_stream(64);

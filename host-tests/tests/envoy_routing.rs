@@ -314,3 +314,40 @@ fn secrets_in_a_refused_config_are_not_logged_even_at_debug_level() {
         "Envoy's debug config dump is expected to show it (the README warns of this)"
     );
 }
+
+#[test]
+fn secrets_in_a_serving_config_and_in_requests_are_not_logged_even_at_debug_level() {
+    // A rule that matches on a shared secret (a tenant key in a header), requests that carry it,
+    // that match it, that miss it, and a refused one: at debug level, switchyard's own log lines
+    // never repeat the key or the client's credentials.
+    const SECRET: &str = "tenant-key-DO-NOT-LOG-7171";
+    const BEARER: &str = "Bearer sk-client-DO-NOT-LOG-9393";
+    let options = switchyard_host_tests::envoy::EnvoyOptions { log_level: "debug".to_owned(), ..Default::default() };
+    let s = Scenario::start_edited("demo", 3, options, |yaml| {
+        let edited = yaml.replacen(
+            "- header: { name: x-team, equals: risk }",
+            &format!("- header: {{ name: x-tenant-key, equals: {SECRET} }}"),
+            1,
+        );
+        assert_ne!(edited, yaml);
+        edited
+    })
+    .unwrap();
+    let general = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}]}"#;
+    let routed = s.post(CHAT, &[("x-tenant-key", SECRET), ("authorization", BEARER)], general.as_bytes()).unwrap();
+    assert_eq!(routed.header("x-switchyard-category"), Some("fraud-review"));
+    let missed = s.post(CHAT, &[("x-tenant-key", "wrong"), ("authorization", BEARER)], general.as_bytes()).unwrap();
+    assert_eq!(missed.header("x-switchyard-category"), Some("general"));
+    let refused = s.post(CHAT, &[("x-tenant-key", SECRET), ("authorization", BEARER)], b"{not json").unwrap();
+    assert_eq!(refused.status, 400);
+    assert!(s.envoy.wait_for_log("switchyard: refusing request", Duration::from_secs(5)), "{}", s.envoy.log());
+    let log = s.envoy.log();
+    let switchyard_lines: Vec<&str> = log.lines().filter(|l| l.contains("wasm log")).collect();
+    assert!(switchyard_lines.iter().any(|l| l.contains("configuration loaded")), "{switchyard_lines:?}");
+    for needle in ["DO-NOT-LOG-7171", "DO-NOT-LOG-9393"] {
+        assert!(
+            switchyard_lines.iter().all(|l| !l.contains(needle)),
+            "switchyard logged {needle}: {switchyard_lines:?}"
+        );
+    }
+}

@@ -383,7 +383,10 @@ mod tests {
         assert_eq!(strip_null_usage(r#"{"x\"usage":null}"#), None);
         assert_eq!(strip_null_usage(r#"{"\\\"usage":null}"#), None);
         assert_eq!(strip_null_usage(r#"{"a":{"usage":null}}"#), None);
-        assert_eq!(strip_null_usage(r#"{"a":[{"usage":null}],"usage":null}"#).as_deref(), Some(r#"{"a":[{"usage":null}]}"#));
+        assert_eq!(
+            strip_null_usage(r#"{"a":[{"usage":null}],"usage":null}"#).as_deref(),
+            Some(r#"{"a":[{"usage":null}]}"#)
+        );
         assert_eq!(strip_null_usage(r#"{"usage":nullx}"#), None);
         assert_eq!(strip_null_usage(r#"{"usage":null"#), None);
         let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);

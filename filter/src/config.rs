@@ -1268,7 +1268,7 @@ mod tests {
     fn load_reads_json_and_struct_bytes_alike() {
         let json_bytes = serde_json::to_vec(&base()).unwrap();
         let from_json = load(&json_bytes).unwrap();
-        let struct_bytes = crate::pbstruct::tests_support::encode_struct(&base());
+        let struct_bytes = crate::pbstruct::encode::encode_struct(&base()).unwrap();
         let from_struct = load(&struct_bytes).unwrap();
         assert_eq!(format!("{from_json:?}"), format!("{from_struct:?}"));
     }

@@ -196,9 +196,13 @@ fn number(value: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::tests_support::encode_struct as enc_struct;
+    use super::encode::encode_struct;
     use super::*;
     use serde_json::json;
+
+    fn enc_struct(v: &serde_json::Value) -> Vec<u8> {
+        encode_struct(v).unwrap()
+    }
 
     #[test]
     fn round_trips_every_value_kind() {
@@ -242,12 +246,53 @@ mod tests {
     }
 }
 
-/// A minimal Struct encoder for building test inputs (Envoy does the real encoding).
-#[cfg(test)]
-pub(crate) mod tests_support {
+/// A minimal Struct encoder for building inputs: the filter's tests and the fuzz targets (feature
+/// `struct-encoder`). Envoy does the real encoding; this one writes what Envoy writes for JSON.
+#[cfg(any(test, feature = "struct-encoder"))]
+pub mod encode {
     use serde_json::Value;
 
-    // A tiny encoder, only for building test inputs.
+    /// Encodes a JSON object as the protobuf wire bytes of a `google.protobuf.Struct`, as Envoy
+    /// does for a plugin configuration written as native YAML. `None` for anything but an object.
+    pub fn encode_struct(value: &Value) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for (key, val) in value.as_object()? {
+            let mut entry = Vec::new();
+            length_delimited(1, key.as_bytes(), &mut entry);
+            length_delimited(2, &encode_value(val), &mut entry);
+            length_delimited(1, &entry, &mut out);
+        }
+        Some(out)
+    }
+
+    fn encode_value(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        match value {
+            Value::Null => {
+                varint(1 << 3, &mut out);
+                varint(0, &mut out);
+            }
+            Value::Number(n) => {
+                varint(2 << 3 | 1, &mut out);
+                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_bits().to_le_bytes());
+            }
+            Value::String(s) => length_delimited(3, s.as_bytes(), &mut out),
+            Value::Bool(b) => {
+                varint(4 << 3, &mut out);
+                varint(u64::from(*b), &mut out);
+            }
+            Value::Object(_) => length_delimited(5, &encode_struct(value).unwrap_or_default(), &mut out),
+            Value::Array(items) => {
+                let mut list = Vec::new();
+                for item in items {
+                    length_delimited(1, &encode_value(item), &mut list);
+                }
+                length_delimited(6, &list, &mut out);
+            }
+        }
+        out
+    }
+
     fn varint(mut v: u64, out: &mut Vec<u8>) {
         loop {
             let byte = (v & 0x7f) as u8;
@@ -259,46 +304,10 @@ pub(crate) mod tests_support {
             out.push(byte | 0x80);
         }
     }
-    fn ld(field: u64, payload: &[u8], out: &mut Vec<u8>) {
+
+    fn length_delimited(field: u64, payload: &[u8], out: &mut Vec<u8>) {
         varint(field << 3 | 2, out);
         varint(payload.len() as u64, out);
         out.extend_from_slice(payload);
-    }
-    fn enc_value(v: &Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        match v {
-            Value::Null => {
-                varint(1 << 3, &mut out);
-                varint(0, &mut out);
-            }
-            Value::Number(n) => {
-                varint(2 << 3 | 1, &mut out);
-                out.extend_from_slice(&n.as_f64().unwrap().to_bits().to_le_bytes());
-            }
-            Value::String(s) => ld(3, s.as_bytes(), &mut out),
-            Value::Bool(b) => {
-                varint(4 << 3, &mut out);
-                varint(u64::from(*b), &mut out);
-            }
-            Value::Object(_) => ld(5, &encode_struct(v), &mut out),
-            Value::Array(items) => {
-                let mut list = Vec::new();
-                for item in items {
-                    ld(1, &enc_value(item), &mut list);
-                }
-                ld(6, &list, &mut out);
-            }
-        }
-        out
-    }
-    pub(crate) fn encode_struct(v: &Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (k, val) in v.as_object().unwrap() {
-            let mut entry = Vec::new();
-            ld(1, k.as_bytes(), &mut entry);
-            ld(2, &enc_value(val), &mut entry);
-            ld(1, &entry, &mut out);
-        }
-        out
     }
 }

@@ -8,7 +8,6 @@
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
 
 /// A JSON value that keeps object members in order and duplicates as written, so that comparing
 /// two documents also catches a reordered or doubled member.
@@ -150,64 +149,8 @@ fn one_child_differs<'a>(
     edited == 1
 }
 
-/// Encodes a JSON object as the protobuf wire bytes of a `google.protobuf.Struct`, as Envoy does
-/// for a plugin configuration written as native YAML. `None` for anything but an object.
-pub fn encode_struct(value: &Value) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for (key, val) in value.as_object()? {
-        let mut entry = Vec::new();
-        length_delimited(1, key.as_bytes(), &mut entry);
-        length_delimited(2, &encode_value(val), &mut entry);
-        length_delimited(1, &entry, &mut out);
-    }
-    Some(out)
-}
-
-fn encode_value(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    match value {
-        Value::Null => {
-            varint(1 << 3, &mut out);
-            varint(0, &mut out);
-        }
-        Value::Number(n) => {
-            varint(2 << 3 | 1, &mut out);
-            out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_bits().to_le_bytes());
-        }
-        Value::String(s) => length_delimited(3, s.as_bytes(), &mut out),
-        Value::Bool(b) => {
-            varint(4 << 3, &mut out);
-            varint(u64::from(*b), &mut out);
-        }
-        Value::Object(_) => length_delimited(5, &encode_struct(value).unwrap_or_default(), &mut out),
-        Value::Array(items) => {
-            let mut list = Vec::new();
-            for item in items {
-                length_delimited(1, &encode_value(item), &mut list);
-            }
-            length_delimited(6, &list, &mut out);
-        }
-    }
-    out
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn length_delimited(field: u64, payload: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(payload.len() as u64, out);
-    out.extend_from_slice(payload);
-}
+/// The filter's Struct encoder (`google.protobuf.Struct` wire bytes, as Envoy writes them).
+pub use switchyard::pbstruct::encode::encode_struct;
 
 /// A small deterministic generator (splitmix64) seeded from fuzz input bytes: the same input always
 /// gives the same chunk boundaries, so a crash reproduces from its file alone.

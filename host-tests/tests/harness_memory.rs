@@ -81,3 +81,36 @@ fn the_vm_reports_its_memory_as_a_gauge_at_start_and_on_every_tick() {
     host.advance(std::time::Duration::from_secs(5)).unwrap();
     assert_eq!(host.gauge("switchyard_vm_memory_bytes"), Some(grown));
 }
+
+#[test]
+fn the_host_forgets_a_finished_stream_once_its_handle_is_dropped() {
+    let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
+    let host =
+        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
+    let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
+
+    // A held handle keeps its finished stream inspectable.
+    let mut held = host.stream().unwrap();
+    assert!(held.request(&HEADERS, body).unwrap().forwarded());
+    held.respond(200, &[("content-type", "application/json")], answer).unwrap();
+    assert_eq!(host.tracked_streams(), 1);
+    // A live stream whose handle is dropped stays until the module deletes it.
+    let mut live = host.stream().unwrap();
+    assert!(live.request(&HEADERS, body).unwrap().forwarded());
+    assert_eq!(host.tracked_streams(), 2);
+
+    for _ in 0..500 {
+        let mut s = host.stream().unwrap();
+        assert!(s.request(&HEADERS, body).unwrap().forwarded());
+        assert_eq!(s.respond(200, &[("content-type", "application/json")], answer).unwrap().status, Some(200));
+    }
+    assert_eq!(host.tracked_streams(), 2, "finished, dropped streams are forgotten");
+    assert_eq!(held.client().unwrap().status, Some(200));
+    drop(held);
+    assert_eq!(host.tracked_streams(), 1);
+    assert_eq!(live.respond(200, &[("content-type", "application/json")], answer).unwrap().status, Some(200));
+    drop(live);
+    assert_eq!(host.tracked_streams(), 0);
+}

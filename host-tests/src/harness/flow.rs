@@ -90,6 +90,9 @@ pub struct Flow {
     pub request_aborted: bool,
     pub finished: bool,
     pub deleted: bool,
+    /// The test dropped its [`Stream`](super::Stream) handle: the flow is forgotten once its
+    /// context is deleted.
+    pub orphaned: bool,
     pub upstream_address: String,
     /// Copied from the stream context when it is deleted.
     pub route_cache_clears: u32,
@@ -624,6 +627,11 @@ impl HostInner {
             f.filter_state = st.filter_state;
         }
         Ok(())
+    }
+
+    /// Forgets flows nobody can look at any more: deleted contexts whose handle was dropped.
+    pub fn forget_orphans(&mut self) {
+        self.flows.retain(|_, f| !(f.orphaned && f.deleted));
     }
 
     /// Applies what callbacks asked for on any stream of worker `w` (after an HTTP call answer,

@@ -331,6 +331,12 @@ impl Host {
         self.inner.borrow().vms.len()
     }
 
+    /// How many streams the host still keeps a record of: live ones, and finished ones whose
+    /// [`Stream`] handle is still held.
+    pub fn tracked_streams(&self) -> usize {
+        self.inner.borrow().flows.len()
+    }
+
     /// Every log line captured so far, from all workers.
     pub fn logs(&self) -> Vec<LogEntry> {
         self.inner.borrow().logs.lock().map(|l| l.clone()).unwrap_or_default()

@@ -132,6 +132,21 @@ fn request_map(headers: &[(&str, &str)]) -> HeaderMap {
     HeaderMap::from_pairs(headers)
 }
 
+impl Drop for Stream {
+    /// A finished stream's record goes with its handle, so a long run of streams (a benchmark, a
+    /// soak) keeps a constant footprint. A stream whose context is still alive is kept until the
+    /// module deletes it.
+    fn drop(&mut self) {
+        let key = self.key();
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Some(f) = inner.flows.get_mut(&key) {
+                f.orphaned = true;
+            }
+            inner.forget_orphans();
+        }
+    }
+}
+
 impl Stream {
     pub(crate) fn new(inner: Rc<RefCell<HostInner>>, worker: usize, id: u32) -> Self {
         Self { inner, worker, id }
@@ -205,9 +220,9 @@ impl Stream {
 
     /// Sends headers, then each chunk as a frame, the last with end of stream.
     pub fn request_chunks(&mut self, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<UpstreamRequest> {
-        self.send_request_headers(headers, chunks.is_empty())?;
+        self.feed(Dir::Request, Event::Headers(request_map(headers), chunks.is_empty()))?;
         for (i, c) in chunks.iter().enumerate() {
-            self.send_request_data(c, i + 1 == chunks.len())?;
+            self.feed(Dir::Request, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
         }
         self.upstream()
     }
@@ -260,9 +275,9 @@ impl Stream {
         headers: &[(&str, &str)],
         chunks: &[&[u8]],
     ) -> Result<ClientResponse> {
-        self.send_response_headers(status, headers, chunks.is_empty())?;
+        self.feed_response_headers(status, headers, chunks.is_empty())?;
         for (i, c) in chunks.iter().enumerate() {
-            self.send_response_data(c, i + 1 == chunks.len())?;
+            self.feed(Dir::Response, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
         }
         self.client()
     }
@@ -289,6 +304,11 @@ impl Stream {
         headers: &[(&str, &str)],
         end_of_stream: bool,
     ) -> Result<ClientResponse> {
+        self.feed_response_headers(status, headers, end_of_stream)?;
+        self.client()
+    }
+
+    fn feed_response_headers(&mut self, status: u16, headers: &[(&str, &str)], end_of_stream: bool) -> Result<()> {
         let mut map = HeaderMap::default();
         map.add(":status", &status.to_string());
         for (k, v) in headers {
@@ -303,8 +323,7 @@ impl Stream {
             }
             Ok(())
         })?;
-        self.feed(Dir::Response, Event::Headers(map, end_of_stream))?;
-        self.client()
+        self.feed(Dir::Response, Event::Headers(map, end_of_stream))
     }
 
     /// The upstream sends one response body frame.

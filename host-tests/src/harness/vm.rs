@@ -275,7 +275,18 @@ impl VmState {
 /// Process-wide engine: compiled code is shareable and immutable; host state is never here.
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    ENGINE.get_or_init(|| {
+        // `SWITCHYARD_WASM_PERFMAP=1` writes /tmp/perf-<pid>.map so `perf report` names the
+        // module's functions (for profiling the benchmarks); otherwise wasmtime's defaults.
+        if std::env::var_os("SWITCHYARD_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            let mut config = wasmtime::Config::new();
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            if let Ok(engine) = Engine::new(&config) {
+                return engine;
+            }
+        }
+        Engine::default()
+    })
 }
 
 /// Compiles `bytes`, reusing an earlier compilation of the same bytes in this process. Parallel

@@ -15,12 +15,18 @@ const HEADERS: [(&str, &str); 5] = [
     ("content-type", "application/json"),
 ];
 
-#[test]
-fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
+/// switchyard in a one-worker host, configured with the demo's config.
+fn demo_host() -> Host {
     let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
     let host =
         Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
     assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    host
+}
+
+#[test]
+fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
+    let host = demo_host();
     let text = "The quarterly report lists revenue by region. ".repeat(40);
     let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{text}"}}]}}"#);
     assert!(body.len() >= 1900, "{}", body.len());
@@ -55,10 +61,7 @@ fn an_in_flight_request_costs_the_vm_less_than_its_body_plus_4_kib() {
 
 #[test]
 fn the_vm_reports_its_memory_as_a_gauge_at_start_and_on_every_tick() {
-    let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
-    let host =
-        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
-    assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    let host = demo_host();
     let at_start = host.gauge("switchyard_vm_memory_bytes").expect("reported once configured");
     assert_eq!(at_start, host.memory_bytes(0).unwrap() as u64);
     assert_eq!(host.tick_period(0), Some(std::time::Duration::from_secs(5)));
@@ -84,10 +87,7 @@ fn the_vm_reports_its_memory_as_a_gauge_at_start_and_on_every_tick() {
 
 #[test]
 fn the_host_forgets_a_finished_stream_once_its_handle_is_dropped() {
-    let wasm = std::fs::read(locate::switchyard_wasm_path().expect("switchyard.wasm is built (make wasm)")).unwrap();
-    let host =
-        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
-    assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
+    let host = demo_host();
     let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
     let answer = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#;
 

@@ -629,9 +629,17 @@ impl HostInner {
         Ok(())
     }
 
-    /// Forgets flows nobody can look at any more: deleted contexts whose handle was dropped.
-    pub fn forget_orphans(&mut self) {
-        self.flows.retain(|_, f| !(f.orphaned && f.deleted));
+    /// The test dropped the handle of stream `key`: its record goes now if the module has deleted
+    /// the context, or once it does (in [`Self::apply_pending`], the only way a stream nobody
+    /// holds can still end).
+    pub fn orphan(&mut self, key: Key) {
+        match self.flows.get_mut(&key) {
+            Some(f) if f.deleted => {
+                self.flows.remove(&key);
+            }
+            Some(f) => f.orphaned = true,
+            None => {}
+        }
     }
 
     /// Applies what callbacks asked for on any stream of worker `w` (after an HTTP call answer,
@@ -646,7 +654,7 @@ impl HostInner {
             .filter(|(_, s)| !s.actions.is_empty() || (s.pending_done && s.done_called))
             .map(|(id, _)| *id)
             .collect();
-        for id in ids {
+        for &id in &ids {
             let key = (w, id);
             if !self.flows.contains_key(&key) {
                 continue;
@@ -665,6 +673,11 @@ impl HostInner {
             }
             if acts.continue_response {
                 self.resume(key, Dir::Response)?;
+            }
+        }
+        for id in ids {
+            if self.flows.get(&(w, id)).is_some_and(|f| f.orphaned && f.deleted) {
+                self.flows.remove(&(w, id));
             }
         }
         Ok(())

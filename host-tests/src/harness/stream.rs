@@ -139,10 +139,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         let key = self.key();
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
-            if let Some(f) = inner.flows.get_mut(&key) {
-                f.orphaned = true;
-            }
-            inner.forget_orphans();
+            inner.orphan(key);
         }
     }
 }

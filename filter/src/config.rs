@@ -14,8 +14,9 @@ use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::keywords::Keywords;
 use crate::pbstruct;
-use crate::rules::{Glob, HeaderTest, Rule, TextMatch, TextSource};
+use crate::rules::{Glob, HeaderTest, Rule, TextMatch, TextPattern, TextSource};
 
 /// Header the Envoy route reads (`cluster_header`) unless the config names another.
 pub const DEFAULT_ROUTE_HEADER: &str = "x-switchyard-cluster";
@@ -910,13 +911,19 @@ fn compile_rule(raw: RawRule, path: &str, problems: &mut Problems, needs: &mut N
             let pattern = match (t.matches, t.keywords) {
                 (Some(pattern), None) => {
                     compile_regex(&pattern, !t.case_sensitive, &format!("{tpath}.matches"), problems)
+                        .map(TextPattern::Regex)
                 }
                 (None, Some(words)) => {
                     if words.is_empty() || words.iter().any(String::is_empty) {
                         problems.add(format!("{tpath}.keywords"), "must list at least one non-empty keyword");
                     }
                     let alternation = words.iter().map(|w| regex::escape(w)).collect::<Vec<_>>().join("|");
-                    compile_regex(&alternation, !t.case_sensitive, &format!("{tpath}.keywords"), problems)
+                    compile_regex(&alternation, !t.case_sensitive, &format!("{tpath}.keywords"), problems).map(|re| {
+                        match Keywords::new(&words, !t.case_sensitive, re.clone()) {
+                            Some(keywords) => TextPattern::Keywords(keywords),
+                            None => TextPattern::Regex(re),
+                        }
+                    })
                 }
                 _ => {
                     problems.add(&tpath, "exactly one of `matches` or `keywords` is required");

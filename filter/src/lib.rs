@@ -1,6 +1,6 @@
 //! switchyard: an Envoy proxy-wasm filter that routes OpenAI-format LLM requests by category.
 //!
-//! The decision core (`config`, `request`, `rules`, `route`, `pbstruct`) is plain Rust over plain
+//! The decision core (`config`, `request`, `rules`, `keywords`, `route`, `pbstruct`) is plain Rust over plain
 //! data and is tested natively; `filter` is the thin layer that connects it to Envoy's callbacks.
 //! The `.wasm` entry point registers the root context and nothing else.
 
@@ -10,6 +10,7 @@ pub mod cooldown;
 pub mod cost;
 pub mod failover;
 pub mod filter;
+pub mod keywords;
 pub mod metrics;
 pub mod pbstruct;
 pub mod plan;

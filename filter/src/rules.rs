@@ -8,6 +8,7 @@
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::keywords::Keywords;
 use crate::request::{Facts, TextSource as Source};
 
 /// Which message text a `text` rule reads.
@@ -50,7 +51,7 @@ pub enum Rule {
     },
     Text {
         source: TextSource,
-        pattern: Regex,
+        pattern: TextPattern,
     },
     Tokens {
         min: u64,
@@ -61,6 +62,24 @@ pub enum Rule {
     Stream(bool),
     /// Stands in for a rule that failed to compile; never part of a loaded config.
     Never,
+}
+
+/// What a `text` rule looks for in the message text.
+#[derive(Debug)]
+pub enum TextPattern {
+    /// `matches`, or `keywords` the fast search cannot take.
+    Regex(Regex),
+    /// `keywords`.
+    Keywords(Keywords),
+}
+
+impl TextPattern {
+    pub fn is_match(&self, text: &str) -> bool {
+        match self {
+            TextPattern::Regex(re) => re.is_match(text),
+            TextPattern::Keywords(k) => k.is_match(text),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -295,9 +295,6 @@ impl Body<'_> {
             push_text(raw, &mut text);
             texts.last_user = text;
         }
-        for part in [&texts.system, &texts.user_history, &texts.last_user] {
-            append(&mut texts.all, part);
-        }
         texts
     }
 }
@@ -307,9 +304,30 @@ impl Body<'_> {
 pub struct Texts {
     pub system: String,
     pub last_user: String,
-    pub all: String,
     /// Text of every message other than system and the last user message.
     user_history: String,
+}
+
+impl Texts {
+    fn parts(&self) -> [&str; 3] {
+        [&self.system, &self.user_history, &self.last_user]
+    }
+
+    /// All message text: system, then the earlier messages, then the last user message.
+    pub fn all(&self) -> String {
+        let mut all = String::with_capacity(self.all_len());
+        for part in self.parts() {
+            append(&mut all, part);
+        }
+        all
+    }
+
+    /// The length of [`Texts::all`], without building it.
+    pub fn all_len(&self) -> usize {
+        let parts = self.parts().into_iter().filter(|p| !p.is_empty());
+        let (count, bytes) = parts.fold((0usize, 0usize), |(n, len), p| (n + 1, len + p.len()));
+        bytes + count.saturating_sub(1)
+    }
 }
 
 /// Which text a rule reads (mirrors the config's `text.in`).
@@ -398,25 +416,31 @@ pub struct Facts<'a> {
     pub headers: &'a [(String, String)],
     pub body: &'a Body<'a>,
     texts: OnceCell<Texts>,
+    /// [`Texts::all`], built only when a rule reads it.
+    all: OnceCell<String>,
 }
 
 impl<'a> Facts<'a> {
     pub fn new(path: &'a str, headers: &'a [(String, String)], body: &'a Body<'a>) -> Self {
-        Facts { path, headers, body, texts: OnceCell::new() }
+        Facts { path, headers, body, texts: OnceCell::new(), all: OnceCell::new() }
     }
 
     pub fn text(&self, source: TextSource) -> &str {
-        let texts = self.texts.get_or_init(|| self.body.texts());
+        let texts = self.texts();
         match source {
             TextSource::System => &texts.system,
             TextSource::LastUser => &texts.last_user,
-            TextSource::All => &texts.all,
+            TextSource::All => self.all.get_or_init(|| texts.all()),
         }
+    }
+
+    fn texts(&self) -> &Texts {
+        self.texts.get_or_init(|| self.body.texts())
     }
 
     /// A rough token count of all message text: one token per four bytes, rounded up.
     pub fn token_estimate(&self) -> u64 {
-        let bytes = u64::try_from(self.text(TextSource::All).len()).unwrap_or(u64::MAX);
+        let bytes = u64::try_from(self.texts().all_len()).unwrap_or(u64::MAX);
         bytes.div_ceil(4)
     }
 }
@@ -516,13 +540,14 @@ mod tests {
         let t = p.texts();
         assert_eq!(t.system, "You review fraud.\nbe brief");
         assert_eq!(t.last_user, "second\nquestion é");
-        assert_eq!(t.all, "You review fraud.\nbe brief\nfirst question\nan answer\nsecond\nquestion é");
+        assert_eq!(t.all_len(), t.all().len());
+        assert_eq!(t.all(), "You review fraud.\nbe brief\nfirst question\nan answer\nsecond\nquestion é");
     }
 
     #[test]
     fn completions_embeddings_and_responses_texts() {
         let t = parse(br#"{"model":"m","prompt":"say hi"}"#).unwrap().texts();
-        assert_eq!((t.last_user.as_str(), t.all.as_str()), ("say hi", "say hi"));
+        assert_eq!((t.last_user.as_str(), t.all().as_str()), ("say hi", "say hi"));
         let t = parse(br#"{"model":"m","input":["a","b"]}"#).unwrap().texts();
         assert_eq!(t.last_user, "a\nb");
         let body = br#"{"model":"m","instructions":"sys","input":[
@@ -530,7 +555,7 @@ mod tests {
             {"type":"function_call_output","output":"{}"},
             {"role":"user","content":"new"}]}"#;
         let t = parse(body).unwrap().texts();
-        assert_eq!((t.system.as_str(), t.last_user.as_str(), t.all.as_str()), ("sys", "new", "sys\nold\nnew"));
+        assert_eq!((t.system.as_str(), t.last_user.as_str(), t.all().as_str()), ("sys", "new", "sys\nold\nnew"));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use switchyard_host_tests::harness::{locate, Host};
 fn host() -> Host {
     let path = locate::switchyard_wasm_path().expect("switchyard.wasm is built: run `make wasm`");
     let wasm = std::fs::read(path).unwrap();
-    let host = Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
+    let host =
+        Host::builder(&wasm).plugin_name("switchyard").root_id("switchyard").vm_id("switchyard").build().unwrap();
     assert!(host.configure(DEMO_CONFIG).unwrap().accepted);
     let _ = Env::Demo;
     host

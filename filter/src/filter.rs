@@ -78,6 +78,9 @@ impl RootContext for Root {
                     ),
                 );
                 self.config = Some(Rc::new(config));
+                // Per-route metric ids are cached by the configuration's indexes: a new
+                // configuration starts a new cache (streams in flight keep theirs).
+                self.metrics = Rc::new(Metrics::default());
                 // The VM's memory, now and every few seconds (`switchyard_vm_memory_bytes`).
                 self.report_memory();
                 if let Err(status) = hostcalls::set_tick_period(MEMORY_REPORT_PERIOD) {
@@ -377,8 +380,8 @@ impl HttpContext for Stream {
         }
         routed.attempts = attempts;
         let class = status_class(status);
-        self.metrics.route(metrics::RESPONSES, names.route(), &[("status_class", class)], 1);
-        self.metrics.route_histogram(metrics::UPSTREAM_LATENCY, names.route(), &[], upstream_ms);
+        self.metrics.route(metrics::RESPONSES, names.route(), Some(("status_class", class)), 1);
+        self.metrics.route_histogram(metrics::UPSTREAM_LATENCY, names.route(), None, upstream_ms);
 
         let streaming = header(&headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream"));
         let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
@@ -488,6 +491,7 @@ struct RouteNames<'c> {
     category: &'c str,
     upstream: &'c str,
     model: &'c str,
+    index: [usize; 3],
 }
 
 impl<'c> RouteNames<'c> {
@@ -496,11 +500,12 @@ impl<'c> RouteNames<'c> {
             category: config.categories.get(routed.category).map_or("", |c| c.name.as_str()),
             upstream: config.upstreams.get(routed.upstream).map_or("", |u| u.name.as_str()),
             model: config.models.get(routed.model).map_or("", |m| m.provider_model.as_str()),
+            index: [routed.category, routed.upstream, routed.model],
         }
     }
 
     fn route(&self) -> metrics::Route<'c> {
-        metrics::Route { category: self.category, upstream: self.upstream, model: self.model }
+        metrics::Route { category: self.category, upstream: self.upstream, model: self.model, index: self.index }
     }
 }
 
@@ -557,7 +562,7 @@ impl Stream {
             attempts: 1,
         };
         let names = RouteNames::of(config, &routed);
-        self.metrics.route(metrics::REQUESTS, names.route(), &[], 1);
+        self.metrics.route(metrics::REQUESTS, names.route(), None, 1);
         Stage::Routed(Box::new(routed))
     }
 
@@ -610,23 +615,20 @@ impl Stream {
         let names = RouteNames::of(&config, routed);
         let route = names.route();
         let m = &self.metrics;
-        m.route_histogram(metrics::REQUEST_DURATION, route, &[], duration_ms);
+        m.route_histogram(metrics::REQUEST_DURATION, route, None, duration_ms);
         if let Some(ttft) = routed.ttft_ms {
-            m.route_histogram(metrics::TIME_TO_FIRST_TOKEN, route, &[], ttft);
+            m.route_histogram(metrics::TIME_TO_FIRST_TOKEN, route, None, ttft);
         }
         // One filter-state entry for the access log (`%FILTER_STATE(wasm.switchyard:PLAIN)%`), a
         // JSON object: one hostcall, not one per figure.
-        let mut state = serde_json::Map::new();
-        let mut put = |key: &str, value: serde_json::Value| {
-            state.insert(key.to_owned(), value);
-        };
-        put("category", names.category.into());
-        put("upstream", names.upstream.into());
-        put("model", names.model.into());
-        put("attempts", routed.attempts.into());
-        put("upstream_ms", routed.upstream_ms.into());
-        put("ttft_ms", routed.ttft_ms.into());
-        put("total_ms", total_ms.into());
+        let mut state = JsonObject::with_capacity(320);
+        state.text("category", names.category);
+        state.text("upstream", names.upstream);
+        state.text("model", names.model);
+        state.number("attempts", Some(routed.attempts as u64));
+        state.number("upstream_ms", routed.upstream_ms);
+        state.number("ttft_ms", routed.ttft_ms);
+        state.number("total_ms", Some(total_ms));
         if let Some(priced) = priced {
             if let Some(usage) = priced.usage() {
                 for (kind, tokens) in [
@@ -635,24 +637,24 @@ impl Stream {
                     ("cached_input", usage.cached_input),
                     ("reasoning", usage.reasoning),
                 ] {
-                    m.route(metrics::TOKENS, route, &[("token_type", kind)], tokens);
+                    m.route(metrics::TOKENS, route, Some(("token_type", kind)), tokens);
                     if tokens > 0 || matches!(kind, "input" | "output") {
-                        m.route_histogram(metrics::TOKEN_USAGE, route, &[("token_type", kind)], tokens);
+                        m.route_histogram(metrics::TOKEN_USAGE, route, Some(("token_type", kind)), tokens);
                     }
                 }
-                put("input_tokens", usage.input.into());
-                put("output_tokens", usage.output.into());
-                put("cached_input_tokens", usage.cached_input.into());
-                put("reasoning_tokens", usage.reasoning.into());
+                state.number("input_tokens", Some(usage.input));
+                state.number("output_tokens", Some(usage.output));
+                state.number("cached_input_tokens", Some(usage.cached_input));
+                state.number("reasoning_tokens", Some(usage.reasoning));
             }
             match priced {
-                Priced::Cost(_, cost) => m.route(metrics::COST, route, &[], cost.nanos_rounded()),
-                other => m.route(metrics::UNPRICED, route, &[("reason", other.status())], 1),
+                Priced::Cost(_, cost) => m.route(metrics::COST, route, None, cost.nanos_rounded()),
+                other => m.route(metrics::UNPRICED, route, Some(("reason", other.status())), 1),
             }
-            put("cost_usd", priced.cost_text().into());
-            put("cost_status", priced.status().into());
+            state.text("cost_usd", &priced.cost_text());
+            state.text("cost_status", priced.status());
         }
-        let state = serde_json::Value::Object(state).to_string();
+        let state = state.finish();
         if let Err(status) = hostcalls::set_property(vec![ACCESS_LOG_PROPERTY], Some(state.as_bytes())) {
             log(LogLevel::Debug, &format!("switchyard: cannot set filter state: {status:?}"));
         }
@@ -671,6 +673,94 @@ impl Stream {
         if let Err(status) = hostcalls::send_http_response(refusal.status, headers, Some(body.as_bytes())) {
             log(LogLevel::Error, &format!("switchyard: cannot send local reply: {status:?}"));
         }
+    }
+}
+
+/// A flat JSON object written straight into a string: the access log's figures, without building a
+/// `serde_json::Value` on every request.
+struct JsonObject(String);
+
+impl JsonObject {
+    fn with_capacity(capacity: usize) -> Self {
+        let mut out = String::with_capacity(capacity);
+        out.push('{');
+        JsonObject(out)
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        push_json_string(&mut self.0, key);
+        self.0.push(':');
+    }
+
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_json_string(&mut self.0, value);
+    }
+
+    /// A number, or `null` when absent.
+    fn number(&mut self, key: &str, value: Option<u64>) {
+        self.key(key);
+        match value {
+            Some(n) => push_decimal(&mut self.0, n),
+            None => self.0.push_str("null"),
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        let (plain, tail) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        match chars.next() {
+            Some('"') => out.push_str("\\\""),
+            Some('\\') => out.push_str("\\\\"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\r') => out.push_str("\\r"),
+            Some('\t') => out.push_str("\\t"),
+            Some(c) => {
+                let code = u32::from(c);
+                out.push_str("\\u00");
+                for nibble in [code >> 4, code & 0xf] {
+                    out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+                }
+            }
+            None => {}
+        }
+        rest = chars.as_str();
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits.get(at..).unwrap_or_default() {
+        out.push(char::from(*d));
     }
 }
 
@@ -771,4 +861,39 @@ fn log_header_failure(what: &str, name: &str, status: Status) {
 
 pub(crate) fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_log_object_is_json_that_reads_back_the_same() {
+        let awkward = "a \"quoted\" \\ name\nwith\ttabs, \u{1} control, ü and 🚀";
+        let mut object = JsonObject::with_capacity(8);
+        object.text("category", awkward);
+        object.number("attempts", Some(0));
+        object.number("ttft_ms", None);
+        object.number("total_ms", Some(u64::MAX));
+        object.text("cost_usd", "0.00045");
+        let text = object.finish();
+        let read: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            read,
+            serde_json::json!({
+                "category": awkward, "attempts": 0, "ttft_ms": null, "total_ms": u64::MAX, "cost_usd": "0.00045"
+            })
+        );
+        assert!(text.starts_with(r#"{"category":"a \"quoted\" \\ name\nwith\ttabs, \u0001 control"#), "{text}");
+        assert_eq!(JsonObject::with_capacity(0).finish(), "{}");
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for n in [0, 7, 10, 999, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 }

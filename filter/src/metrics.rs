@@ -7,21 +7,27 @@
 //! `switchyard_requests_total{category="fraud",upstream="anthropic",model="claude-sonnet-4-5"}`.
 //! Without those `stats_tags` the stats still exist, with the labels inside their names.
 //!
-//! Metric ids are per VM and defined on first use; the id is cached by full name. A failed hostcall
-//! only costs the data point, never the request.
+//! Metric ids are per VM and defined on first use. A per-route metric's id is cached by what names
+//! it (the metric, the route's indexes in the configuration, the extra label), so the hot path
+//! neither formats nor hashes the full name; one `Metrics` therefore serves one configuration (the
+//! root context starts a new one with each configuration it loads). A failed hostcall only costs the
+//! data point, never the request.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-/// The labels every per-route metric carries.
+/// The labels every per-route metric carries, with the indexes in the configuration that name them.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
     pub category: &'a str,
     pub upstream: &'a str,
     pub model: &'a str,
+    /// Category, upstream and model indexes: within one configuration, the same as the names.
+    pub index: [usize; 3],
 }
 
 impl<'a> Route<'a> {
@@ -47,10 +53,58 @@ pub fn stat_name(base: &str, labels: &[(&str, &str)]) -> String {
     name
 }
 
-/// The metric ids one VM has defined.
+/// The metric ids one VM has defined for one configuration.
 #[derive(Default)]
 pub struct Metrics {
     ids: RefCell<HashMap<String, u32>>,
+    route_ids: RefCell<HashMap<RouteMetric, u32, BuildHasherDefault<WordHasher>>>,
+}
+
+/// What names a per-route metric within one configuration. The metric's base name and its extra
+/// label are `'static` strings, known by address and length (equal pairs are equal texts; the same
+/// text at two addresses only costs a second cache entry for the same id).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct RouteMetric {
+    base: (usize, usize),
+    index: [usize; 3],
+    extra_key: (usize, usize),
+    extra_value: (usize, usize),
+}
+
+fn identity(text: &'static str) -> (usize, usize) {
+    (text.as_ptr() as usize, text.len())
+}
+
+impl RouteMetric {
+    fn new(base: &'static str, index: [usize; 3], extra: Option<(&'static str, &'static str)>) -> Self {
+        let (extra_key, extra_value) = extra.map_or(((0, 0), (0, 0)), |(k, v)| (identity(k), identity(v)));
+        RouteMetric { base: identity(base), index, extra_key, extra_value }
+    }
+}
+
+/// A multiply-rotate hasher for keys made of machine words (the cache above): a few instructions
+/// per word where SipHash would cost more than the hostcall it saves.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
 }
 
 impl Metrics {
@@ -85,12 +139,45 @@ impl Metrics {
         }
     }
 
-    pub fn route(&self, base: &str, route: Route<'_>, extra: &[(&str, &str)], by: u64) {
-        self.count(base, &route.labels(extra), by);
+    /// The id of a per-route metric, defined on first use.
+    fn route_id(
+        &self,
+        kind: MetricType,
+        base: &'static str,
+        route: Route<'_>,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Option<u32> {
+        let key = RouteMetric::new(base, route.index, extra);
+        if let Some(id) = self.route_ids.borrow().get(&key) {
+            return Some(*id);
+        }
+        let name = stat_name(base, &route.labels(extra.as_slice()));
+        let id = hostcalls::define_metric(kind, &name).ok()?;
+        self.route_ids.borrow_mut().insert(key, id);
+        Some(id)
     }
 
-    pub fn route_histogram(&self, base: &str, route: Route<'_>, extra: &[(&str, &str)], value: u64) {
-        self.record(base, &route.labels(extra), value);
+    /// Adds `by` to a per-route counter, labelled with the route and `extra`.
+    pub fn route(&self, base: &'static str, route: Route<'_>, extra: Option<(&'static str, &'static str)>, by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Some(id) = self.route_id(MetricType::Counter, base, route, extra) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records `value` in a per-route histogram, labelled with the route and `extra`.
+    pub fn route_histogram(
+        &self,
+        base: &'static str,
+        route: Route<'_>,
+        extra: Option<(&'static str, &'static str)>,
+        value: u64,
+    ) {
+        if let Some(id) = self.route_id(MetricType::Histogram, base, route, extra) {
+            let _ = hostcalls::record_metric(id, value);
+        }
     }
 }
 

@@ -11,7 +11,10 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::ops::Range;
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 /// The OpenAI endpoints switchyard inspects.
@@ -338,25 +341,125 @@ pub enum TextSource {
     All,
 }
 
-#[derive(Deserialize)]
 struct Message<'a> {
-    #[serde(borrow, default)]
     role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+}
+
+/// One item of a message list, read in the same pass as the list: a message when it is an object
+/// whose `role` is a string or null (any `content`, each field at most once), else `None`. Items
+/// that are not messages are skipped, not errors.
+struct Item<'a>(Option<Message<'a>>);
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+/// The message fields switchyard reads.
+enum Field {
+    Role,
+    Content,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(match name {
+                    "role" => Field::Role,
+                    "content" => Field::Content,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+        let (mut role, mut content): (Option<&'de RawValue>, Option<&'de RawValue>) = (None, None);
+        let mut valid = true;
+        while let Some(field) = map.next_key::<Field>()? {
+            let slot = match field {
+                Field::Role => &mut role,
+                Field::Content => &mut content,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let value: &'de RawValue = map.next_value()?;
+            valid &= slot.is_none();
+            *slot = Some(value);
+        }
+        let role = match role.map(RawValue::get) {
+            None | Some("null") => None,
+            Some(json) if json.starts_with('"') => match serde_json::from_str::<&'de str>(json) {
+                Ok(text) => Some(Cow::Borrowed(text)),
+                Err(_) => serde_json::from_str::<String>(json).ok().map(Cow::Owned),
+            },
+            Some(_) => {
+                valid = false;
+                None
+            }
+        };
+        let content = content.filter(|raw| raw.get() != "null");
+        Ok(Item(valid.then_some(Message { role, content })))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item(None))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
+        Ok(Item(None))
+    }
 }
 
 /// Walks a list of role/content messages; false when `raw` is not such a list.
 fn walk_messages(raw: &RawValue, texts: &mut Texts) -> bool {
-    let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+    let Ok(items) = serde_json::from_str::<Vec<Item<'_>>>(raw.get()) else {
         return false;
     };
-    // Only objects are messages (serde would read an array as a message's fields in order).
-    let messages: Vec<Message<'_>> = items
-        .iter()
-        .filter(|item| item.get().starts_with('{'))
-        .filter_map(|item| serde_json::from_str(item.get()).ok())
-        .collect();
+    let messages: Vec<Message<'_>> = items.into_iter().filter_map(|item| item.0).collect();
     if messages.iter().all(|m| m.role.is_none()) {
         return false;
     }
@@ -382,9 +485,9 @@ struct Part<'a> {
 fn push_text(raw: &RawValue, out: &mut String) {
     let json = raw.get();
     if json.starts_with('"') {
-        if let Ok(text) = serde_json::from_str::<Cow<'_, str>>(json) {
-            append(out, &text);
-        }
+        // Unescaped straight into `out`: no string of its own per message.
+        let mut reader = serde_json::Deserializer::from_str(json);
+        let _ = reader.deserialize_str(AppendTo(out));
     } else if json.starts_with('[') {
         if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(json) {
             for item in items {
@@ -397,6 +500,22 @@ fn push_text(raw: &RawValue, out: &mut String) {
                 }
             }
         }
+    }
+}
+
+/// Reads a JSON string and appends it with [`append`].
+struct AppendTo<'o>(&'o mut String);
+
+impl Visitor<'_> for AppendTo<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        append(self.0, text);
+        Ok(())
     }
 }
 
@@ -542,6 +661,27 @@ mod tests {
         assert_eq!(t.last_user, "second\nquestion é");
         assert_eq!(t.all_len(), t.all().len());
         assert_eq!(t.all(), "You review fraud.\nbe brief\nfirst question\nan answer\nsecond\nquestion é");
+    }
+
+    #[test]
+    fn list_items_that_are_not_messages_are_skipped() {
+        // Not objects, a role that is not a string, a repeated field: none of them is a message,
+        // and none of them stops the others from being read. Escapes are read as text.
+        let body = br#"{"model":"m","messages":[
+            5, "text", [1, {"role":"user"}], null, true,
+            {"role":5,"content":"numeric role"},
+            {"role":"user","content":"twice","role":"user"},
+            {"role":"system","content":null,"extra":{"role":"user","content":"nested"}},
+            {"role":"u\u0073er","content":"line \"one\"\n\u00e9"},
+            {"role":null,"content":"no role"}
+        ]}"#;
+        let t = parse(body).unwrap().texts();
+        assert_eq!(t.system, "");
+        assert_eq!(t.last_user, "line \"one\"\né");
+        assert_eq!(t.all(), "no role\nline \"one\"\né");
+        // A list of items none of which has a role is not a message list: its strings are the text.
+        let t = parse(br#"{"model":"m","input":[{"content":"a"},"b"]}"#).unwrap().texts();
+        assert_eq!(t.last_user, "b");
     }
 
     #[test]

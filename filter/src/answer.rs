@@ -209,13 +209,19 @@ fn strip_null_usage(data: &str) -> Option<String> {
     let (start, end) = null_usage_member(data.as_bytes())?;
     let before = data.get(..start)?;
     let after = data.get(end..)?;
+    let joined = |before: &str, after: &str| {
+        let mut out = String::with_capacity(before.len().saturating_add(after.len()));
+        out.push_str(before);
+        out.push_str(after);
+        out
+    };
     if let Some(before) = before.trim_end().strip_suffix(',') {
         // `..., "usage":null}` → `...}`
-        return Some(format!("{before}{after}"));
+        return Some(joined(before, after));
     }
     // `{"usage":null, ...}` → `{...}`
     let after = after.trim_start().strip_prefix(',').unwrap_or(after);
-    Some(format!("{before}{after}"))
+    Some(joined(before, after))
 }
 
 /// The byte span of the first top-level member `"usage": null` of the JSON object `data`.
@@ -261,10 +267,10 @@ fn null_usage_member(data: &[u8]) -> Option<(usize, usize)> {
 fn string_end(data: &[u8], open: usize) -> Option<usize> {
     let mut at = open.saturating_add(1);
     loop {
+        at = at.checked_add(memchr::memchr2(b'"', b'\\', data.get(at..)?)?)?;
         match data.get(at)? {
-            b'\\' => at = at.saturating_add(2),
             b'"' => return at.checked_add(1),
-            _ => at = at.saturating_add(1),
+            _ => at = at.saturating_add(2),
         }
     }
 }
@@ -285,7 +291,7 @@ fn replace_data(raw: &[u8], new: &str, stream_start: bool) -> Vec<u8> {
     }
     let mut written = false;
     while !rest.is_empty() {
-        let at = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
+        let at = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
         let end_len = match rest.get(at..) {
             Some([b'\r', b'\n', ..]) => 2,
             Some([_, ..]) => 1,

@@ -163,26 +163,9 @@ impl Cursor {
     }
 }
 
-/// The index of the first `\n` or `\r` in `bytes`. Looks at eight bytes at a time: in an LLM
-/// stream a line is a whole JSON chunk, so line ends are a few hundred bytes apart.
+/// The index of the first `\n` or `\r` in `bytes`.
 fn find_line_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
-    // Non-zero exactly when some byte of `x` is zero.
-    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
-    let mut skipped = 0usize;
-    for word in bytes.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else { break };
-        let word = u64::from_ne_bytes(word);
-        if has_zero_byte(word ^ LF) || has_zero_byte(word ^ CR) {
-            break;
-        }
-        skipped = skipped.saturating_add(8);
-    }
-    let offset = bytes.get(skipped..)?.iter().position(|&b| b == b'\n' || b == b'\r')?;
-    Some(skipped.saturating_add(offset))
+    memchr::memchr2(b'\n', b'\r', bytes)
 }
 
 impl Event {
@@ -214,7 +197,10 @@ impl Event {
             };
             match name {
                 b"data" => {
-                    let value = String::from_utf8_lossy(value);
+                    let value = match std::str::from_utf8(value) {
+                        Ok(text) => std::borrow::Cow::Borrowed(text),
+                        Err(_) => String::from_utf8_lossy(value),
+                    };
                     match &mut data {
                         Some(joined) => {
                             joined.push('\n');

@@ -46,6 +46,14 @@ pub fn from_body(body: &[u8]) -> Option<Usage> {
 /// `response.failed`) whose `response.usage` is one. Some upstreams report a running total in every
 /// chunk; the last one reported is the answer's.
 pub fn from_event(data: &str) -> Option<Usage> {
+    if !may_hold_usage_object(data) {
+        return None;
+    }
+    parse_event(data)
+}
+
+/// [`from_event`] without the shortcut for chunks that cannot carry usage.
+fn parse_event(data: &str) -> Option<Usage> {
     let Object(event) = serde_json::from_str::<Object<StreamEvent<'_>>>(data).ok()?;
     if let Some(Object(usage)) = event.usage {
         return usage.read();
@@ -54,6 +62,23 @@ pub fn from_event(data: &str) -> Option<Usage> {
         return event.response_usage()?.read();
     }
     None
+}
+
+/// False when no member named `usage` in `data` can have an object for its value, which is most
+/// chunks of a stream (`"usage":null`, or no `usage` at all): those need no parse. Without a `\u`
+/// escape, a key `usage` is written `"usage"`, and a `"` inside a string is escaped, so every
+/// `usage` member whose value is an object shows as `"usage"`, optional whitespace, `:`, optional
+/// whitespace, `{`. Texts with a `\u` escape are always parsed.
+fn may_hold_usage_object(data: &str) -> bool {
+    let bytes = data.as_bytes();
+    if memchr::memmem::find(bytes, b"\\u").is_some() {
+        return true;
+    }
+    let is_space = |b: &&u8| matches!(**b, b' ' | b'\t' | b'\n' | b'\r');
+    memchr::memmem::find_iter(bytes, b"\"usage\"").any(|at| {
+        let mut after = bytes.get(at + 7..).unwrap_or_default().iter().skip_while(is_space);
+        after.next() == Some(&b':') && after.find(|b| !is_space(b)) == Some(&b'{')
+    })
 }
 
 /// True for the extra final chunk `stream_options.include_usage` adds: `choices` is an empty array
@@ -527,5 +552,36 @@ mod tests {
         });
         measure("from_body, chat answer", &|| from_body(std::hint::black_box(CHAT.as_bytes())).is_some());
         measure("from_body, responses answer", &|| from_body(std::hint::black_box(RESPONSES.as_bytes())).is_some());
+    }
+
+    #[test]
+    fn chunks_skipped_without_a_parse_are_those_without_usage() {
+        let samples = [
+            r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            r#"{"choices":[],"usage" :	{"prompt_tokens":3,"completion_tokens":4}}"#,
+            "{\"choices\":[],\"usage\"\n:\r\n {\"prompt_tokens\":3,\"completion_tokens\":4}}",
+            r#"{"choices":[],"\u0075sage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            r#"{"choices":[{"delta":{"content":"say \"usage\": {\"prompt_tokens\": 9}"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"\"usage\":{"}}],"usage":null}"#,
+            r#"{"k\"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            r#"{"object":"usage","usage":null}"#,
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":6}}}"#,
+            r#"{"type":"response.completed","response":{"usage":null}}"#,
+            r#"{"type":"response.output_text.delta","delta":"usage"}"#,
+            r#"[DONE]"#,
+            "",
+        ];
+        for data in samples {
+            let skipped = !may_hold_usage_object(data);
+            assert_eq!(from_event(data), parse_event(data), "{data}");
+            if skipped {
+                assert_eq!(parse_event(data), None, "{data} was skipped but holds usage");
+            }
+        }
+        assert!(from_event(samples[1]).is_some() && from_event(samples[2]).is_some());
+        assert!(from_event(samples[3]).is_some() && from_event(samples[4]).is_some());
+        assert!(from_event(samples[9]).is_some());
+        assert!(!may_hold_usage_object(samples[0]) && !may_hold_usage_object(samples[5]));
     }
 }

@@ -10,7 +10,7 @@
 //! loop that runs after each downstream event.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ use super::flow::Flow;
 use super::hostcalls;
 use super::shared::{MetricValue, SharedStore};
 use super::stream::Stream;
-use super::vm::{self, CallResponseData, Clock, HeaderMap, HttpCallRequest, LogEntry, Vm, VmState};
+use super::vm::{self, CallResponseData, Clock, HeaderMap, HttpCallRequest, IdMap, LogEntry, Vm, VmState};
 
 /// Settings fixed for the life of a host (what Envoy reads from the plugin and VM configuration).
 #[derive(Debug, Clone)]
@@ -146,12 +146,12 @@ impl HostBuilder {
                 tick_period_ms: 0,
                 tick_anchor_nanos: 0,
                 rng: 0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1),
-                streams: HashMap::new(),
+                streams: IdMap::default(),
                 next_http_token: 0,
                 pending_http_calls: Vec::new(),
                 call_response: None,
                 call_status: (0, String::new()),
-                metric_ids: HashMap::new(),
+                metric_ids: IdMap::default(),
                 next_metric_seq: 0,
                 route_cache_clears_root: 0,
             };
@@ -176,7 +176,7 @@ impl HostBuilder {
             shared,
             logs,
             clock,
-            flows: HashMap::new(),
+            flows: IdMap::default(),
             responder: None,
             queued_responses: VecDeque::new(),
             http_calls: Vec::new(),
@@ -245,7 +245,7 @@ pub(crate) struct HostInner {
     pub shared: Arc<SharedStore>,
     pub logs: Arc<Mutex<Vec<LogEntry>>>,
     pub clock: Arc<Mutex<Clock>>,
-    pub flows: HashMap<(usize, u32), Flow>,
+    pub flows: IdMap<(usize, u32), Flow>,
     responder: Option<Responder>,
     queued_responses: VecDeque<HttpCallResponse>,
     http_calls: Vec<HttpCallRequest>,

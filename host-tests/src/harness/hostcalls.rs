@@ -388,7 +388,7 @@ fn proxy_set_header_map_pairs(c: &mut C<'_>, t: i32, ptr: i32, len: i32) -> Resu
     let raw = mem!(read(c, ptr, len));
     let pairs = abi::deserialize_pairs(&raw)?;
     let status = mutate(c.data_mut(), mt, |m| {
-        m.0.clear();
+        m.entries_mut().clear();
         for (k, v) in &pairs {
             m.add(&text(k), &text(v));
         }

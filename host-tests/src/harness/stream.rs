@@ -17,7 +17,7 @@ use super::host::HostInner;
 use super::vm::HeaderMap;
 
 fn pairs(map: &HeaderMap) -> Vec<(String, String)> {
-    map.0.clone()
+    map.0.to_vec()
 }
 
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

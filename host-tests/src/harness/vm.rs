@@ -8,7 +8,8 @@
 //! state is.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::{BuildHasherDefault, Hash as _, Hasher};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -18,9 +19,45 @@ use super::abi::{LogLevel, MetricKind};
 use super::host::HostConfig;
 use super::shared::SharedStore;
 
+/// A map keyed by small integers (context ids, metric ids), looked up on most hostcalls: hashed
+/// with one multiply per word instead of SipHash.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The hasher of [`IdMap`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 /// A header map as Envoy keeps it: ordered entries, lower-case keys, pseudo-headers first.
+///
+/// The entries are shared until changed: the harness keeps a map's state at several points of a
+/// stream (what the filter sees, what went on, what the access log reads), and a copy that nobody
+/// changes costs no allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderMap(pub Vec<(String, String)>);
+pub struct HeaderMap(pub Rc<Vec<(String, String)>>);
 
 impl HeaderMap {
     /// Builds a map from test input, lower-casing keys like Envoy's codecs do.
@@ -34,25 +71,31 @@ impl HeaderMap {
 
     /// First value of `key` (Envoy returns only the first of repeated headers).
     pub fn get(&self, key: &str) -> Option<&str> {
-        let key = key.to_ascii_lowercase();
-        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    }
+
+    /// The entries, to change them (copied first if another copy of the map shares them).
+    pub fn entries_mut(&mut self) -> &mut Vec<(String, String)> {
+        Rc::make_mut(&mut self.0)
     }
 
     /// `addCopy`: appends, keeping pseudo-headers ahead of regular ones.
     pub fn add(&mut self, key: &str, value: &str) {
         let key = key.to_ascii_lowercase();
+        let entries = self.entries_mut();
         if key.starts_with(':') {
-            let at = self.0.iter().take_while(|(k, _)| k.starts_with(':')).count();
-            self.0.insert(at, (key, value.to_owned()));
+            let at = entries.iter().take_while(|(k, _)| k.starts_with(':')).count();
+            entries.insert(at, (key, value.to_owned()));
         } else {
-            self.0.push((key, value.to_owned()));
+            entries.push((key, value.to_owned()));
         }
     }
 
     /// `remove`: drops every entry of `key`.
     pub fn remove(&mut self, key: &str) {
-        let key = key.to_ascii_lowercase();
-        self.0.retain(|(k, _)| *k != key);
+        if self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            self.entries_mut().retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        }
     }
 
     /// `setCopy`: removes every entry of `key`, then adds the new value.
@@ -230,13 +273,13 @@ pub struct VmState {
     pub tick_anchor_nanos: u64,
     /// State of the deterministic generator behind WASI `random_get`.
     pub rng: u64,
-    pub streams: HashMap<u32, StreamState>,
+    pub streams: IdMap<u32, StreamState>,
     pub next_http_token: u32,
     pub pending_http_calls: Vec<HttpCallRequest>,
     pub call_response: Option<CallResponseData>,
     pub call_status: (u32, String),
     /// Metric id → (kind, name); ids carry the kind in their low two bits like Envoy's.
-    pub metric_ids: HashMap<u32, (MetricKind, String)>,
+    pub metric_ids: IdMap<u32, (MetricKind, String)>,
     pub next_metric_seq: u32,
     pub route_cache_clears_root: u32,
 }

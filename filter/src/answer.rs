@@ -103,6 +103,12 @@ impl StreamedAnswer {
     /// Takes one chunk of the answer. Returns the bytes to send instead of it, or `None` when the
     /// chunk goes on exactly as it came. `timing` goes into an edited usage chunk.
     pub fn push(&mut self, chunk: &[u8], end_of_stream: bool, timing: Timing) -> Option<Vec<u8>> {
+        self.push_with(chunk, end_of_stream, &|| timing)
+    }
+
+    /// [`StreamedAnswer::push`] with the timing asked for only when a usage chunk is annotated
+    /// (reading the clock is a hostcall; most chunks do not need it).
+    pub fn push_with(&mut self, chunk: &[u8], end_of_stream: bool, timing: &dyn Fn() -> Timing) -> Option<Vec<u8>> {
         if self.gave_up {
             return None;
         }
@@ -137,7 +143,13 @@ impl StreamedAnswer {
 
     /// Handles one complete event: records its usage and, when editing, appends what the client
     /// gets in its place to `out`. True when that differs from the event's bytes.
-    fn take_event(&mut self, event: crate::sse::Event, edits: bool, timing: Timing, out: &mut Vec<u8>) -> bool {
+    fn take_event(
+        &mut self,
+        event: crate::sse::Event,
+        edits: bool,
+        timing: &dyn Fn() -> Timing,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let first = !std::mem::replace(&mut self.started, true);
         let Some(data) = event.data.as_deref() else {
             if edits {
@@ -158,7 +170,7 @@ impl StreamedAnswer {
             // With usage switched on, providers put `"usage":null` in every other chunk; a
             // client that did not ask for usage gets its chunks without it.
             (UsageChunk::Injected, None) => strip_null_usage(data),
-            (UsageChunk::ClientAsked, Some(_)) => annotate(data, &Priced::from_usage(found, &self.price), timing),
+            (UsageChunk::ClientAsked, Some(_)) => annotate(data, &Priced::from_usage(found, &self.price), timing()),
             _ => None,
         };
         match edited {

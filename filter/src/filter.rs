@@ -182,6 +182,8 @@ struct Routed {
     finished: bool,
     /// Candidates tried (1 without failover).
     attempts: usize,
+    /// A held answer's response headers as they will go to the client, written with its cost.
+    held_headers: Option<Vec<(String, String)>>,
 }
 
 /// What switchyard is doing with the upstream's answer.
@@ -306,7 +308,7 @@ impl HttpContext for Stream {
                 now,
             );
             self.stage = match outcome {
-                Ok(decision) => self.apply(&config, &decision, body_size),
+                Ok(decision) => self.apply(&config, &decision, body_size, now),
                 Err(refusal) => {
                     self.refuse(&refusal);
                     Stage::Refused
@@ -320,12 +322,16 @@ impl HttpContext for Stream {
         if matches!(self.stage, Stage::Refused) {
             return Action::Continue;
         }
-        // Upstreams may not speak for switchyard.
+        // Upstreams may not speak for switchyard: their `x-switchyard-*` headers go (at once, or
+        // with the rest of a held answer's headers when it is priced).
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
-        for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
-            remove_header(MapType::HttpResponseHeaders, name);
-        }
+        let strip_own = |headers: &[(String, String)]| {
+            for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
+                remove_header(MapType::HttpResponseHeaders, name);
+            }
+        };
         let (Stage::Routed(routed), Some(config)) = (&mut self.stage, self.config.clone()) else {
+            strip_own(&headers);
             return Action::Continue;
         };
         let now = now_ms();
@@ -351,6 +357,7 @@ impl HttpContext for Stream {
                 // Every candidate failed or was skipped: answer like a rate limit, with the time
                 // the soonest candidate is free again.
                 let refusal = all_cooling_refusal(&config, routed.category, now);
+                strip_own(&headers);
                 self.stage = Stage::Refused;
                 self.refuse(&refusal);
                 return Action::Pause;
@@ -366,17 +373,15 @@ impl HttpContext for Stream {
             }
         }
         let names = RouteNames::of(&config, routed);
-        for (name, value) in [
-            ("x-switchyard-category", names.category),
-            ("x-switchyard-upstream", names.upstream),
-            ("x-switchyard-model", names.model),
-            ("x-switchyard-attempts", &attempts.to_string()),
-            ("x-switchyard-upstream-ms", &upstream_ms.to_string()),
-        ] {
-            set_header(MapType::HttpResponseHeaders, name, value);
-        }
-        if let Some(from) = &failed_over_from {
-            set_header(MapType::HttpResponseHeaders, "x-switchyard-failover-from", from);
+        let mut ours = vec![
+            ("x-switchyard-category", names.category.to_owned()),
+            ("x-switchyard-upstream", names.upstream.to_owned()),
+            ("x-switchyard-model", names.model.to_owned()),
+            ("x-switchyard-attempts", attempts.to_string()),
+            ("x-switchyard-upstream-ms", upstream_ms.to_string()),
+        ];
+        if let Some(from) = failed_over_from {
+            ours.push(("x-switchyard-failover-from", from));
         }
         routed.attempts = attempts;
         let class = status_class(status);
@@ -396,6 +401,19 @@ impl HttpContext for Stream {
         } else {
             Answer::Passing
         };
+        if matches!(routed.answer, Answer::Held) {
+            // The headers wait for the priced body: they are written once, with the cost
+            // figures, in one hostcall (`deliver`).
+            let mut held: Vec<(String, String)> =
+                headers.into_iter().filter(|(name, _)| !name.starts_with(OWN_PREFIX)).collect();
+            held.extend(ours.into_iter().map(|(name, value)| (name.to_owned(), value)));
+            routed.held_headers = Some(held);
+        } else {
+            strip_own(&headers);
+            for (name, value) in &ours {
+                set_header(MapType::HttpResponseHeaders, name, value);
+            }
+        }
         let passing = matches!(routed.answer, Answer::Passing);
         if end_of_stream && (200..300).contains(&status) {
             self.deliver(Carry::Headers, &Priced::NoUsage);
@@ -425,12 +443,14 @@ impl HttpContext for Stream {
                 Some((Carry::Headers, answer::price_body(&body, &price)))
             }
             Answer::Streaming(stream) => {
-                let now = now_ms();
-                let ttft = *routed.ttft_ms.get_or_insert(now.saturating_sub(routed.forwarded_ms));
+                let forwarded_ms = routed.forwarded_ms;
+                let ttft = *routed.ttft_ms.get_or_insert_with(|| now_ms().saturating_sub(forwarded_ms));
                 let upstream_ms = routed.upstream_ms.unwrap_or(0);
                 let chunk = read_buffer(BufferType::HttpResponseBody, body_size);
-                let timing = Timing { upstream_ms, ttft_ms: ttft, total_ms: now.saturating_sub(started_ms) };
-                if let Some(replacement) = stream.push(&chunk, end_of_stream, timing) {
+                // The clock is read for the first chunk (time to first token) and for a usage
+                // chunk switchyard annotates, not for every chunk.
+                let timing = || Timing { upstream_ms, ttft_ms: ttft, total_ms: now_ms().saturating_sub(started_ms) };
+                if let Some(replacement) = stream.push_with(&chunk, end_of_stream, &timing) {
                     if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &replacement)
                     {
                         log(LogLevel::Error, &format!("switchyard: cannot rewrite a stream chunk: {status:?}"));
@@ -522,7 +542,7 @@ fn status_class(status: u32) -> &'static str {
 
 impl Stream {
     /// Applies a routing decision to the paused request and returns the new stage.
-    fn apply(&self, config: &Config, decision: &Decision, body_size: usize) -> Stage {
+    fn apply(&self, config: &Config, decision: &Decision, body_size: usize, now: u64) -> Stage {
         let upstream = config.upstreams.get(decision.candidate.upstream);
         if let Some(upstream) = upstream {
             set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
@@ -554,12 +574,13 @@ impl Stream {
             upstream: decision.candidate.upstream,
             model: decision.candidate.model,
             usage_chunk: decision.usage_chunk,
-            forwarded_ms: now_ms(),
+            forwarded_ms: now,
             upstream_ms: None,
             ttft_ms: None,
             answer: Answer::Awaiting,
             finished: false,
             attempts: 1,
+            held_headers: None,
         };
         let names = RouteNames::of(config, &routed);
         self.metrics.route(metrics::REQUESTS, names.route(), None, 1);
@@ -568,10 +589,11 @@ impl Stream {
 
     /// Puts a complete answer's cost, token and time figures where `carry` says, then records them.
     fn deliver(&mut self, carry: Carry, priced: &Priced) {
+        let now = now_ms();
         let mut fields = vec![
             ("x-switchyard-cost-usd", priced.cost_text()),
             ("x-switchyard-cost-status", priced.status().to_owned()),
-            ("x-switchyard-total-ms", now_ms().saturating_sub(self.started_ms).to_string()),
+            ("x-switchyard-total-ms", now.saturating_sub(self.started_ms).to_string()),
         ];
         if let Some(usage) = priced.usage() {
             fields.push(("x-switchyard-input-tokens", usage.input.to_string()));
@@ -594,22 +616,41 @@ impl Stream {
                 MapType::HttpResponseTrailers
             }
         };
-        for (name, value) in fields {
-            set_header(map, name, &value);
+        let held = match (&mut self.stage, carry) {
+            (Stage::Routed(routed), Carry::Headers) => routed.held_headers.take(),
+            _ => None,
+        };
+        match held {
+            Some(mut all) => {
+                all.extend(fields.into_iter().map(|(name, value)| (name.to_owned(), value)));
+                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                if let Err(status) = hostcalls::set_map(map, pairs) {
+                    log(LogLevel::Error, &format!("switchyard: cannot write the response headers: {status:?}"));
+                }
+            }
+            None => {
+                for (name, value) in fields {
+                    set_header(map, name, &value);
+                }
+            }
         }
-        self.finish(Some(priced));
+        self.finish_at(Some(priced), now);
     }
 
     /// Records a complete answer's cost, tokens and latency in metrics and in the access log's
     /// filter state; `None` for answers that are not priced (error statuses). Runs once per request.
     fn finish(&mut self, priced: Option<&Priced>) {
+        self.finish_at(priced, now_ms());
+    }
+
+    /// [`Stream::finish`] at `now` (ms on Envoy's clock).
+    fn finish_at(&mut self, priced: Option<&Priced>, now: u64) {
         let Some(config) = self.config.clone() else { return };
         let Stage::Routed(routed) = &mut self.stage else { return };
         if routed.finished {
             return;
         }
         routed.finished = true;
-        let now = now_ms();
         let total_ms = now.saturating_sub(self.started_ms);
         let duration_ms = now.saturating_sub(routed.forwarded_ms);
         let names = RouteNames::of(&config, routed);

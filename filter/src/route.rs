@@ -16,7 +16,7 @@ pub struct Decision {
     pub category: usize,
     pub candidate: Candidate,
     /// The category's candidates to try, in order, as indexes into its `candidates` (the first is
-    /// `candidate`); cooling candidates are left out.
+    /// `candidate`); cooling candidates are left out. Without failover, only `candidate`.
     pub plan: Vec<usize>,
     /// The body to send upstream, when it differs from the client's.
     pub body: Option<Vec<u8>>,
@@ -140,16 +140,22 @@ pub fn decide(
             retry_after: None,
         });
     };
+    // Without failover only the first free candidate is ever tried: the others' cooldowns (a
+    // shared-data read each) are only looked up when every candidate before them is cooling.
+    let whole_plan = config.failover.is_some();
     let mut soonest = u64::MAX;
-    let plan: Vec<usize> = (0..chain.candidates.len())
-        .filter(|&i| match chain.candidates.get(i).and_then(|c| cooling(*c)) {
-            Some(until) if until > now_ms => {
-                soonest = soonest.min(until);
-                false
+    let mut plan: Vec<usize> = Vec::with_capacity(chain.candidates.len());
+    for (i, candidate) in chain.candidates.iter().enumerate() {
+        match cooling(*candidate) {
+            Some(until) if until > now_ms => soonest = soonest.min(until),
+            _ => {
+                plan.push(i);
+                if !whole_plan {
+                    break;
+                }
             }
-            _ => true,
-        })
-        .collect();
+        }
+    }
     let Some(&candidate) = plan.first().and_then(|&i| chain.candidates.get(i)) else {
         return Err(Refusal::all_cooling(&chain.name, soonest.saturating_sub(now_ms)));
     };
@@ -496,14 +502,34 @@ mod tests {
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"chargeback"}]}"#;
         let headers = vec![("x-team".to_owned(), "risk".to_owned())];
         let run = |cooling: Cooling<'_>| decide(&c, "/v1/chat/completions", &t, &headers, None, body, cooling, 1000);
-        let d = run(&never_cooling).unwrap();
-        assert_eq!((d.plan.clone(), d.candidate), (vec![0, 1], c.categories[1].candidates[0]));
+        // Without failover the plan is the first free candidate; the later ones are not looked up.
+        let lookups = std::cell::Cell::new(0);
+        let counted = |_: Candidate| {
+            lookups.set(lookups.get() + 1);
+            None
+        };
+        let d = run(&counted).unwrap();
+        assert_eq!((d.plan.clone(), d.candidate, lookups.get()), (vec![0], c.categories[1].candidates[0], 1));
         let first = c.categories[1].candidates[0];
         let d = run(&|cand| (cand == first).then_some(5000)).unwrap();
         assert_eq!((d.plan.clone(), d.candidate), (vec![1], c.categories[1].candidates[1]));
         assert!(String::from_utf8(d.body.unwrap()).unwrap().contains(r#""model":"mini""#));
         // A cooldown that has ended does not count.
-        assert_eq!(run(&|_| Some(1000)).unwrap().plan, vec![0, 1]);
+        assert_eq!(run(&|_| Some(1000)).unwrap().plan, vec![0]);
+        // With failover the plan lists every free candidate, in order.
+        let mut with_failover = config();
+        with_failover.failover = from_value(json!({
+            "upstreams": {"u": {"cluster": "c"}}, "models": {"m": {}},
+            "categories": [{"name": "x", "candidates": [{"upstream": "u", "model": "m"}]}],
+            "default_category": "x", "failover": {}
+        }))
+        .unwrap()
+        .failover;
+        let whole = |cooling: Cooling<'_>| {
+            decide(&with_failover, "/v1/chat/completions", &t, &headers, None, body, cooling, 1000).unwrap().plan
+        };
+        assert_eq!(whole(&never_cooling), vec![0, 1]);
+        assert_eq!(whole(&|cand| (cand == first).then_some(5000)), vec![1]);
         // All cooling: 429, Retry-After rounded up to the soonest end.
         let err = run(&|cand| Some(if cand == first { 9000 } else { 3500 })).unwrap_err();
         assert_eq!((err.status, err.code, err.retry_after), (429, "all_candidates_cooling", Some(3)));

@@ -64,5 +64,24 @@ fn sse_chunks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_path, usage_extraction, sse_chunks);
+/// How long a rate-limited answer asks to wait: what a 429 costs besides the failover itself.
+fn retry_after(c: &mut Criterion) {
+    let now_ms = 1_764_000_000_000;
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let cases = [
+        ("seconds", owned(&[("content-type", "application/json"), ("retry-after", "30")])),
+        ("http_date", owned(&[("content-type", "application/json"), ("retry-after", "Wed, 26 Nov 2025 12:00:00 GMT")])),
+        ("ratelimit_reset", owned(&[("x-ratelimit-reset-requests", "1m6s"), ("x-ratelimit-reset-tokens", "250ms")])),
+    ];
+    let mut group = c.benchmark_group("retry_after");
+    for (name, headers) in &cases {
+        assert!(switchyard::cooldown::parse(headers, now_ms).is_some(), "{name}");
+        group.bench_function(*name, |b| b.iter(|| switchyard::cooldown::parse(black_box(headers), now_ms)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, request_path, usage_extraction, sse_chunks, retry_after);
 criterion_main!(benches);

@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -107,36 +107,53 @@ impl Hasher for WordHasher {
     }
 }
 
+/// A metric's id from `ids`, or defined under `name(&key)` and remembered on first use.
+fn cached<K: Eq + Hash, S: BuildHasher>(
+    ids: &RefCell<HashMap<K, u32, S>>,
+    key: K,
+    kind: MetricType,
+    name: impl FnOnce(&K) -> String,
+) -> Option<u32> {
+    if let Some(id) = ids.borrow().get(&key) {
+        return Some(*id);
+    }
+    let id = hostcalls::define_metric(kind, &name(&key)).ok()?;
+    ids.borrow_mut().insert(key, id);
+    Some(id)
+}
+
+/// Adds `by` to the counter `id` names; a zero adds nothing and defines nothing.
+fn increment(by: u64, id: impl FnOnce() -> Option<u32>) {
+    if by == 0 {
+        return;
+    }
+    if let Some(id) = id() {
+        let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
+
 impl Metrics {
     fn id(&self, kind: MetricType, name: String) -> Option<u32> {
-        if let Some(id) = self.ids.borrow().get(&name) {
-            return Some(*id);
-        }
-        let id = hostcalls::define_metric(kind, &name).ok()?;
-        self.ids.borrow_mut().insert(name, id);
-        Some(id)
+        cached(&self.ids, name, kind, String::clone)
     }
 
     pub fn count(&self, base: &str, labels: &[(&str, &str)], by: u64) {
-        if by == 0 {
-            return;
-        }
-        if let Some(id) = self.id(MetricType::Counter, stat_name(base, labels)) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
+        increment(by, || self.id(MetricType::Counter, stat_name(base, labels)));
     }
 
     pub fn record(&self, base: &str, labels: &[(&str, &str)], value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, stat_name(base, labels)) {
-            let _ = hostcalls::record_metric(id, value);
-        }
+        record(self.id(MetricType::Histogram, stat_name(base, labels)), value);
     }
 
     /// Sets a gauge. Every worker's VM reports under the same name: the value is the last report.
     pub fn gauge(&self, base: &str, value: u64) {
-        if let Some(id) = self.id(MetricType::Gauge, stat_name(base, &[])) {
-            let _ = hostcalls::record_metric(id, value);
-        }
+        record(self.id(MetricType::Gauge, stat_name(base, &[])), value);
     }
 
     /// The id of a per-route metric, defined on first use.
@@ -148,23 +165,12 @@ impl Metrics {
         extra: Option<(&'static str, &'static str)>,
     ) -> Option<u32> {
         let key = RouteMetric::new(base, route.index, extra);
-        if let Some(id) = self.route_ids.borrow().get(&key) {
-            return Some(*id);
-        }
-        let name = stat_name(base, &route.labels(extra.as_slice()));
-        let id = hostcalls::define_metric(kind, &name).ok()?;
-        self.route_ids.borrow_mut().insert(key, id);
-        Some(id)
+        cached(&self.route_ids, key, kind, |_| stat_name(base, &route.labels(extra.as_slice())))
     }
 
     /// Adds `by` to a per-route counter, labelled with the route and `extra`.
     pub fn route(&self, base: &'static str, route: Route<'_>, extra: Option<(&'static str, &'static str)>, by: u64) {
-        if by == 0 {
-            return;
-        }
-        if let Some(id) = self.route_id(MetricType::Counter, base, route, extra) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
+        increment(by, || self.route_id(MetricType::Counter, base, route, extra));
     }
 
     /// Records `value` in a per-route histogram, labelled with the route and `extra`.
@@ -175,9 +181,7 @@ impl Metrics {
         extra: Option<(&'static str, &'static str)>,
         value: u64,
     ) {
-        if let Some(id) = self.route_id(MetricType::Histogram, base, route, extra) {
-            let _ = hostcalls::record_metric(id, value);
-        }
+        record(self.route_id(MetricType::Histogram, base, route, extra), value);
     }
 }
 

@@ -5,6 +5,7 @@
 //! take down the VM for every request on the worker. A request's life is the `Stage` enum, and
 //! `Stage::action` is the one place where it turns into the `Action` Envoy sees.
 
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -786,23 +787,9 @@ fn push_json_string(out: &mut String, text: &str) {
 }
 
 /// Appends `n` in decimal.
-pub(crate) fn push_decimal(out: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        if let Some(d) = digits.get_mut(at) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for d in digits.get(at..).unwrap_or_default() {
-        out.push(char::from(*d));
-    }
+fn push_decimal(out: &mut String, n: u64) {
+    // Writing to a `String` cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// Envoy's shared data, seen by every worker's VM: where cooldowns live.

@@ -16,6 +16,9 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -70,12 +73,16 @@ fn parse_event(data: &str) -> Option<Usage> {
 /// `usage` member whose value is an object shows as `"usage"`, optional whitespace, `:`, optional
 /// whitespace, `{`. Texts with a `\u` escape are always parsed.
 fn may_hold_usage_object(data: &str) -> bool {
+    /// The key's searcher, built once (building one costs more than searching a chunk).
+    static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
     let bytes = data.as_bytes();
-    if memchr::memmem::find(bytes, b"\\u").is_some() {
+    // Any backslash followed by `u` counts (an escaped backslash before a `u` too): such a text is
+    // simply parsed.
+    if memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u')) {
         return true;
     }
     let is_space = |b: &&u8| matches!(**b, b' ' | b'\t' | b'\n' | b'\r');
-    memchr::memmem::find_iter(bytes, b"\"usage\"").any(|at| {
+    USAGE_KEY.find_iter(bytes).any(|at| {
         let mut after = bytes.get(at + 7..).unwrap_or_default().iter().skip_while(is_space);
         after.next() == Some(&b':') && after.find(|b| !is_space(b)) == Some(&b'{')
     })

@@ -175,7 +175,7 @@ impl StreamedAnswer {
         };
         match edited {
             Some(edited) => {
-                out.extend_from_slice(&replace_data(&event.raw, &edited, first));
+                replace_data(out, &event.raw, &edited, first);
                 true
             }
             None => {
@@ -293,9 +293,10 @@ fn string_end(data: &[u8], open: usize) -> Option<usize> {
 /// `\r\n` or `\n`, but a lone `\r` becomes `\n`: with lines taken out, a kept `\r` could meet a `\n`
 /// and the two would read as one line end. `stream_start`: this is the stream's first event, where a
 /// byte order mark is skipped.
-fn replace_data(raw: &[u8], new: &str, stream_start: bool) -> Vec<u8> {
+/// The result is appended to `out`.
+fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &str, stream_start: bool) {
     const BOM: &[u8] = b"\xEF\xBB\xBF";
-    let mut out = Vec::with_capacity(raw.len().saturating_add(new.len()));
+    out.reserve(raw.len().saturating_add(new.len()));
     let mut rest = raw;
     if let Some(after) = rest.strip_prefix(BOM).filter(|_| stream_start) {
         out.extend_from_slice(BOM);
@@ -333,7 +334,6 @@ fn replace_data(raw: &[u8], new: &str, stream_start: bool) -> Vec<u8> {
             out.extend_from_slice(end);
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -82,9 +82,20 @@ impl std::iter::Sum for Cost {
 /// Decimal USD with no exponent and no trailing zeros: `0`, `0.000345`, `12.5`, `0.000000000000001`.
 impl fmt::Display for Cost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let whole = self.0 / FEMTOS_PER_USD;
-        let mut fraction = self.0 % FEMTOS_PER_USD;
-        write!(f, "{whole}")?;
+        // Costs below 18,446 USD fit in 64 bits, whose division is one instruction in wasm (128-bit
+        // division is a library call).
+        let (whole, fraction) = match u64::try_from(self.0) {
+            Ok(small) => {
+                let per_usd = FEMTOS_PER_USD as u64;
+                (u128::from(small / per_usd), small % per_usd)
+            }
+            Err(_) => (self.0 / FEMTOS_PER_USD, (self.0 % FEMTOS_PER_USD) as u64),
+        };
+        let mut fraction = fraction;
+        match u64::try_from(whole) {
+            Ok(whole) => write!(f, "{whole}")?,
+            Err(_) => write!(f, "{whole}")?,
+        }
         if fraction == 0 {
             return Ok(());
         }
@@ -232,6 +243,9 @@ mod tests {
             (12_500_000_000_000_000, "12.5"),
             (1_000_000_000_000_001, "1.000000000000001"),
             (999_999_999_999_999, "0.999999999999999"),
+            // The last cost with 64-bit arithmetic and the first without.
+            (u128::from(u64::MAX), "18446.744073709551615"),
+            (u128::from(u64::MAX) + 1, "18446.744073709551616"),
             (u128::MAX, "340282366920938463463374.607431768211455"),
         ];
         for &(femtos, want) in cases {

@@ -591,8 +591,9 @@ impl Stream {
     /// Puts a complete answer's cost, token and time figures where `carry` says, then records them.
     fn deliver(&mut self, carry: Carry, priced: &Priced) {
         let now = now_ms();
+        let cost = priced.cost_text();
         let mut fields = vec![
-            ("x-switchyard-cost-usd", priced.cost_text()),
+            ("x-switchyard-cost-usd", cost.clone()),
             ("x-switchyard-cost-status", priced.status().to_owned()),
             ("x-switchyard-total-ms", now.saturating_sub(self.started_ms).to_string()),
         ];
@@ -635,17 +636,18 @@ impl Stream {
                 }
             }
         }
-        self.finish_at(Some(priced), now);
+        self.finish_at(Some((priced, &cost)), now);
     }
 
     /// Records a complete answer's cost, tokens and latency in metrics and in the access log's
     /// filter state; `None` for answers that are not priced (error statuses). Runs once per request.
     fn finish(&mut self, priced: Option<&Priced>) {
-        self.finish_at(priced, now_ms());
+        let cost = priced.map(Priced::cost_text);
+        self.finish_at(priced.zip(cost.as_deref()), now_ms());
     }
 
-    /// [`Stream::finish`] at `now` (ms on Envoy's clock).
-    fn finish_at(&mut self, priced: Option<&Priced>, now: u64) {
+    /// [`Stream::finish`] at `now` (ms on Envoy's clock), with the answer's cost text.
+    fn finish_at(&mut self, priced: Option<(&Priced, &str)>, now: u64) {
         let Some(config) = self.config.clone() else { return };
         let Stage::Routed(routed) = &mut self.stage else { return };
         if routed.finished {
@@ -671,7 +673,7 @@ impl Stream {
         state.number("upstream_ms", routed.upstream_ms);
         state.number("ttft_ms", routed.ttft_ms);
         state.number("total_ms", Some(total_ms));
-        if let Some(priced) = priced {
+        if let Some((priced, cost_text)) = priced {
             if let Some(usage) = priced.usage() {
                 for (kind, tokens) in [
                     ("input", usage.input),
@@ -693,7 +695,7 @@ impl Stream {
                 Priced::Cost(_, cost) => m.route(metrics::COST, route, None, cost.nanos_rounded()),
                 other => m.route(metrics::UNPRICED, route, Some(("reason", other.status())), 1),
             }
-            state.text("cost_usd", &priced.cost_text());
+            state.text("cost_usd", cost_text);
             state.text("cost_status", priced.status());
         }
         let state = state.finish();

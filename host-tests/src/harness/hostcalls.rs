@@ -371,8 +371,8 @@ fn map_type(t: i32) -> Option<MapType> {
     MapType::from_raw(t)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn proxy_get_header_map_pairs(c: &mut C<'_>, t: i32, pp: i32, sp: i32) -> Result<i32> {
@@ -389,8 +389,8 @@ fn proxy_set_header_map_pairs(c: &mut C<'_>, t: i32, ptr: i32, len: i32) -> Resu
     let pairs = abi::deserialize_pairs(&raw)?;
     let status = mutate(c.data_mut(), mt, |m| {
         m.entries_mut().clear();
-        for (k, v) in &pairs {
-            m.add(&text(k), &text(v));
+        for (k, v) in pairs {
+            m.add_owned(text(k), text(v));
         }
     })?;
     Ok(st(status))
@@ -413,7 +413,7 @@ fn proxy_get_header_map_size(c: &mut C<'_>, t: i32, ret: i32) -> Result<i32> {
 
 fn proxy_get_header_map_value(c: &mut C<'_>, t: i32, kp: i32, kl: i32, pp: i32, sp: i32) -> Result<i32> {
     let Some(mt) = map_type(t) else { return Ok(st(Status::BadArgument)) };
-    let key = text(&mem!(read(c, kp, kl)));
+    let key = text(mem!(read(c, kp, kl)));
     let in_log = c.data_mut().stream().is_some_and(|s| s.in_log_phase);
     let Some(map) = const_map(c.data_mut(), mt)? else {
         return Ok(st(if in_log { Status::NotFound } else { Status::BadArgument }));
@@ -427,21 +427,21 @@ fn proxy_get_header_map_value(c: &mut C<'_>, t: i32, kp: i32, kl: i32, pp: i32, 
 
 fn proxy_replace_header_map_value(c: &mut C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
     let Some(mt) = map_type(t) else { return Ok(st(Status::BadArgument)) };
-    let key = text(&mem!(read(c, kp, kl)));
-    let value = text(&mem!(read(c, vp, vl)));
-    Ok(st(mutate(c.data_mut(), mt, |m| m.replace(&key, &value))?))
+    let key = text(mem!(read(c, kp, kl)));
+    let value = text(mem!(read(c, vp, vl)));
+    Ok(st(mutate(c.data_mut(), mt, |m| m.replace_owned(key, value))?))
 }
 
 fn proxy_add_header_map_value(c: &mut C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
     let Some(mt) = map_type(t) else { return Ok(st(Status::BadArgument)) };
-    let key = text(&mem!(read(c, kp, kl)));
-    let value = text(&mem!(read(c, vp, vl)));
-    Ok(st(mutate(c.data_mut(), mt, |m| m.add(&key, &value))?))
+    let key = text(mem!(read(c, kp, kl)));
+    let value = text(mem!(read(c, vp, vl)));
+    Ok(st(mutate(c.data_mut(), mt, |m| m.add_owned(key, value))?))
 }
 
 fn proxy_remove_header_map_value(c: &mut C<'_>, t: i32, kp: i32, kl: i32) -> Result<i32> {
     let Some(mt) = map_type(t) else { return Ok(st(Status::BadArgument)) };
-    let key = text(&mem!(read(c, kp, kl)));
+    let key = text(mem!(read(c, kp, kl)));
     Ok(st(mutate(c.data_mut(), mt, |m| m.remove(&key))?))
 }
 
@@ -472,7 +472,7 @@ fn proxy_set_property(c: &mut C<'_>, pp: i32, pl: i32, vp: i32, vl: i32) -> Resu
 // ---- shared data and queues ----
 
 fn proxy_get_shared_data(c: &mut C<'_>, kp: i32, kl: i32, pp: i32, sp: i32, cp: i32) -> Result<i32> {
-    let key = text(&mem!(read(c, kp, kl)));
+    let key = text(mem!(read(c, kp, kl)));
     let vm_id = c.data().config.vm_id.clone();
     match c.data().shared.get(&vm_id, &key)? {
         Ok((value, cas)) => {
@@ -485,14 +485,14 @@ fn proxy_get_shared_data(c: &mut C<'_>, kp: i32, kl: i32, pp: i32, sp: i32, cp: 
 }
 
 fn proxy_set_shared_data(c: &mut C<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32) -> Result<i32> {
-    let key = text(&mem!(read(c, kp, kl)));
+    let key = text(mem!(read(c, kp, kl)));
     let value = mem!(read(c, vp, vl));
     let vm_id = c.data().config.vm_id.clone();
     Ok(st(c.data().shared.set(&vm_id, &key, &value, cas as u32)?))
 }
 
 fn proxy_register_shared_queue(c: &mut C<'_>, np: i32, nl: i32, ret: i32) -> Result<i32> {
-    let name = text(&mem!(read(c, np, nl)));
+    let name = text(mem!(read(c, np, nl)));
     let s = c.data();
     let id = s.shared.register_queue(&s.config.vm_id, &name, (s.worker, s.root_context_id))?;
     mem!(write(c, ret, &id.to_le_bytes()));
@@ -500,8 +500,8 @@ fn proxy_register_shared_queue(c: &mut C<'_>, np: i32, nl: i32, ret: i32) -> Res
 }
 
 fn proxy_resolve_shared_queue(c: &mut C<'_>, vp: i32, vl: i32, np: i32, nl: i32, ret: i32) -> Result<i32> {
-    let vm_id = text(&mem!(read(c, vp, vl)));
-    let name = text(&mem!(read(c, np, nl)));
+    let vm_id = text(mem!(read(c, vp, vl)));
+    let name = text(mem!(read(c, np, nl)));
     let Some(id) = c.data().shared.resolve_queue(&vm_id, &name)? else {
         return Ok(st(Status::NotFound));
     };
@@ -527,7 +527,7 @@ fn proxy_dequeue_shared_queue(c: &mut C<'_>, id: i32, pp: i32, sp: i32) -> Resul
 // ---- HTTP calls and stream control ----
 
 fn string_pairs(raw: &[u8]) -> Result<Vec<(String, String)>> {
-    Ok(abi::deserialize_pairs(raw)?.into_iter().map(|(k, v)| (text(&k).to_ascii_lowercase(), text(&v))).collect())
+    Ok(abi::deserialize_pairs(raw)?.into_iter().map(|(k, v)| (text(k).to_ascii_lowercase(), text(v))).collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -544,7 +544,7 @@ fn proxy_http_call(
     timeout: i32,
     ret: i32,
 ) -> Result<i32> {
-    let cluster = text(&mem!(read(c, up, ul)));
+    let cluster = text(mem!(read(c, up, ul)));
     let headers = string_pairs(&mem!(read(c, hp, hl)))?;
     let body = mem!(read(c, bp, bl));
     let trailers = string_pairs(&mem!(read(c, tp, tl)))?;
@@ -591,7 +591,7 @@ fn proxy_send_local_response(
     hl: i32,
     grpc: i32,
 ) -> Result<i32> {
-    let details = text(&mem!(read(c, dp, dl)));
+    let details = text(mem!(read(c, dp, dl)));
     let body = mem!(read(c, bp, bl));
     let headers = string_pairs(&mem!(read(c, hp, hl)))?;
     // A root context has no decoder callbacks: Envoy accepts the call and does nothing.
@@ -672,7 +672,7 @@ fn proxy_get_status(c: &mut C<'_>, cp: i32, pp: i32, sp: i32) -> Result<i32> {
 
 fn proxy_define_metric(c: &mut C<'_>, t: i32, np: i32, nl: i32, ret: i32) -> Result<i32> {
     let Some(kind) = MetricKind::from_raw(t) else { return Ok(st(Status::BadArgument)) };
-    let name = text(&mem!(read(c, np, nl)));
+    let name = text(mem!(read(c, np, nl)));
     let s = c.data_mut();
     s.shared.define_metric(kind, &name)?;
     s.next_metric_seq = s.next_metric_seq.checked_add(1).context("metric ids exhausted")?;
@@ -821,7 +821,7 @@ fn fd_write(c: &mut C<'_>, fd: i32, iovs: i32, n: i32, ret: i32) -> Result<i32> 
         out.pop();
     }
     if !out.is_empty() {
-        c.data().log(level, text(&out))?;
+        c.data().log(level, text(out))?;
     }
     fault!(write(c, ret, &written.to_le_bytes()));
     Ok(0)

@@ -81,13 +81,18 @@ impl HeaderMap {
 
     /// `addCopy`: appends, keeping pseudo-headers ahead of regular ones.
     pub fn add(&mut self, key: &str, value: &str) {
-        let key = key.to_ascii_lowercase();
+        self.add_owned(key.to_owned(), value.to_owned());
+    }
+
+    /// [`HeaderMap::add`] of strings the caller no longer needs.
+    pub fn add_owned(&mut self, mut key: String, value: String) {
+        key.make_ascii_lowercase();
         let entries = self.entries_mut();
         if key.starts_with(':') {
             let at = entries.iter().take_while(|(k, _)| k.starts_with(':')).count();
-            entries.insert(at, (key, value.to_owned()));
+            entries.insert(at, (key, value));
         } else {
-            entries.push((key, value.to_owned()));
+            entries.push((key, value));
         }
     }
 
@@ -100,8 +105,13 @@ impl HeaderMap {
 
     /// `setCopy`: removes every entry of `key`, then adds the new value.
     pub fn replace(&mut self, key: &str, value: &str) {
-        self.remove(key);
-        self.add(key, value);
+        self.replace_owned(key.to_owned(), value.to_owned());
+    }
+
+    /// [`HeaderMap::replace`] of strings the caller no longer needs.
+    pub fn replace_owned(&mut self, key: String, value: String) {
+        self.remove(&key);
+        self.add_owned(key, value);
     }
 
     /// Number of entries.

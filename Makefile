@@ -91,7 +91,7 @@ LITELLM_VERSION ?= 1.106.2
 LITELLM := .venv-litellm/bin/litellm
 E2E_ARGS ?=
 
-.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk
+.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk bench-ops
 
 bench-wasm: wasm
 	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-floor-filter
@@ -108,6 +108,14 @@ bench-e2e: bench-wasm envoy mock bench-wrk $(LITELLM)
 
 bench-smoke: bench-wasm envoy mock bench-wrk
 	benches/e2e.sh --smoke
+
+## What each kind of work switchyard asks of Envoy (header maps, body rewrite, holding the answer,
+## histograms, ...) costs Envoy's CPU per request, next to the floor filter (benches/ops.sh).
+## `make bench-ops OPS="rewrite_body hold_answer"` measures only those.
+OPS ?=
+bench-ops: envoy mock bench-wrk
+	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-ops-filter
+	benches/ops.sh $(OPS)
 
 ## Soak test (not part of `make test`): a million mixed requests (streamed and not, every category)
 ## through Envoy + switchyard with failover (envoy/soak/) while the mock providers inject 429s, 503s,

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# What each kind of work switchyard asks of Envoy costs Envoy's CPU per request.
+#
+# Runs Envoy (one worker, pinned to CPU 0) with benches/ops-filter: the floor filter plus the
+# operations named in its configuration (see benches/ops-filter/src/lib.rs), one operation per
+# run, under the same closed-loop wrk load (16 connections, the 2 KB chat completion of the
+# end-to-end benchmark, wrk and the mock on CPU 1). Each variant, the bare floor and Envoy alone
+# are measured --rounds times, interleaved; the table gives the median CPU µs per request and the
+# difference to the floor's median. Differences of a few µs are within run-to-run noise: compare
+# them with the spread of the floor's own rounds, printed with it.
+#
+# usage: benches/ops.sh [--rounds N] [--duration S] [OPERATION...]
+# Needs .venv/bin/envoy (make envoy), target/release/mock-upstream (make mock), the ops filter
+# (make bench-ops builds it), wrk, taskset, curl, python3. Binds 127.0.0.1 only; stops everything
+# it started when it exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+E2E=benches/e2e
+ROUNDS=3 DURATION=6 WARMUP=2
+OPS=()
+while (($#)); do
+	case "$1" in
+	--rounds) ROUNDS=$2; shift ;;
+	--duration) DURATION=$2; shift ;;
+	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	*) OPS+=("$1") ;;
+	esac
+	shift
+done
+((${#OPS[@]})) || OPS=(clock20 counters10 histograms4 request_headers response_headers
+	rewrite_response_headers set_headers8 rewrite_body hold_answer shared_data filter_state compute)
+
+ENVOY=.venv/bin/envoy
+MOCK=target/release/mock-upstream
+OPS_WASM=target/wasm32-wasip1/release/switchyard_ops.wasm
+for file in "$ENVOY" "$MOCK" "$OPS_WASM"; do
+	[[ -e $file ]] || { echo "missing $file (make bench-ops builds what it needs)" >&2; exit 1; }
+done
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-ops.XXXXXX")
+cp "$OPS_WASM" "$WORK/ops.wasm"
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(python3 -c '
+import socket
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(" ".join(str(x.getsockname()[1]) for x in s))')"
+
+taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+	curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/hits" && break
+	sleep 0.1
+done
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/reset"
+
+# utime + stime of a process, in clock ticks.
+ticks() {
+	local stat fields
+	stat=$(cat "/proc/$1/stat")
+	read -r -a fields <<<"${stat##*) }"
+	echo $((fields[11] + fields[12]))
+}
+
+# Envoy's config for one variant: "plain" (no wasm filter), "floor" (no operation) or an operation.
+render() {
+	local variant=$1 snippet=$WORK/snippet.yaml
+	: >"$snippet"
+	if [[ $variant != plain ]]; then
+		local ops=$variant
+		[[ $variant == floor ]] && ops=
+		cat >"$snippet" <<EOS
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: ops
+                root_id: ops
+                allow_on_headers_stop_iteration: true
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: "$ops"
+                vm_config:
+                  vm_id: ops
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local:
+                      filename: $WORK/ops.wasm
+EOS
+	fi
+	awk -v snippet="$snippet" '/^@HTTP_FILTERS@$/ { while ((getline line < snippet) > 0) print line; next } { print }' \
+		"$E2E/envoy.yaml.in" |
+		sed -e "s|@LISTEN_PORT@|$LISTEN_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
+			>"$WORK/envoy.yaml"
+}
+
+load() {
+	BODY_FILE=$ROOT/$E2E/chat-2k.json PACE_MS=0 taskset -c 1 wrk -t1 -c16 -d"$1s" -s "$E2E/post.lua" \
+		"http://127.0.0.1:$LISTEN_PORT/v1/chat/completions"
+}
+
+RESULTS=$WORK/results.tsv
+measure() {
+	local variant=$1 round=$2 envoy t0 t1 out requests errors
+	render "$variant"
+	taskset -c 0 "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 --disable-hot-restart -l warn \
+		>"$WORK/envoy.log" 2>&1 &
+	envoy=$!
+	PIDS+=("$envoy")
+	for _ in $(seq 1 100); do
+		curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/ready" && break
+		sleep 0.1
+	done
+	load "$WARMUP" >/dev/null
+	curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/clear"
+	t0=$(ticks "$envoy")
+	out=$(load "$DURATION")
+	t1=$(ticks "$envoy")
+	kill "$envoy"
+	wait "$envoy" 2>/dev/null || true
+	requests=$(sed -nE 's/^RESULT .*requests=([0-9]+).*/\1/p' <<<"$out")
+	errors=$(sed -nE 's/^RESULT .*status_errors=([0-9]+).*/\1/p' <<<"$out")
+	[[ -n $requests && $requests -gt 0 && $errors == 0 ]] || { echo "$variant: $out" >&2; exit 1; }
+	printf '%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$requests" $((t1 - t0)) "$(getconf CLK_TCK)" >>"$RESULTS"
+	printf '[ops] round %s %-26s %7d requests  %6.1f µs CPU/request\n' "$round" "$variant" "$requests" \
+		"$(awk -v t=$((t1 - t0)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz * 1e6 / n }')" >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+	for variant in plain floor "${OPS[@]}"; do
+		measure "$variant" "$round"
+	done
+done
+
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    variant, _, requests, ticks, hz = line.split("\t")
+    rows.setdefault(variant, []).append(int(ticks) / int(hz) * 1e6 / int(requests))
+floor = statistics.median(rows["floor"])
+print("| variant | CPU µs/request (median) | rounds (min–max) | vs floor |")
+print("|---|--:|--:|--:|")
+for variant, values in rows.items():
+    med = statistics.median(values)
+    delta = "–" if variant in ("plain", "floor") else f"{med - floor:+.1f}"
+    print(f"| {variant} | {med:.1f} | {min(values):.1f}–{max(values):.1f} | {delta} |")
+PY

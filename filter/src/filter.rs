@@ -411,8 +411,9 @@ impl HttpContext for Stream {
             routed.held_headers = Some(held);
         } else {
             strip_own(&headers);
+            // The upstream's own headers are gone: adding costs Envoy less than replacing.
             for (name, value) in &ours {
-                set_header(MapType::HttpResponseHeaders, name, value);
+                add_header(MapType::HttpResponseHeaders, name, value);
             }
         }
         let passing = matches!(routed.answer, Answer::Passing);
@@ -546,18 +547,15 @@ impl Stream {
     fn apply(&self, config: &Config, decision: &Decision, body_size: usize, now: u64) -> Stage {
         let upstream = config.upstreams.get(decision.candidate.upstream);
         if let Some(upstream) = upstream {
-            set_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
+            // The client's route header, if any, went with the request headers: add, not replace.
+            add_header(MapType::HttpRequestHeaders, &config.route_header, &upstream.cluster);
             if let (Some(host), None) = (&upstream.host, &config.failover) {
                 set_header(MapType::HttpRequestHeaders, ":authority", host);
             }
         }
         if let Some(failover) = &config.failover {
             // The attempt role rewrites path and host per candidate; the front hands it the plan.
-            set_header(
-                MapType::HttpRequestHeaders,
-                plan::PLAN_HEADER,
-                &plan::encode(decision.category, &decision.plan),
-            );
+            add_header(MapType::HttpRequestHeaders, plan::PLAN_HEADER, &plan::encode(decision.category, &decision.plan));
             let retries =
                 if decision.stream && !failover.streaming { 0 } else { decision.plan.len().saturating_sub(1) };
             set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &retries.to_string());
@@ -876,6 +874,13 @@ fn read_buffer(buffer: BufferType, size: usize) -> Vec<u8> {
 pub(crate) fn set_header(map: MapType, name: &str, value: &str) {
     if let Err(status) = hostcalls::set_map_value(map, name, Some(value)) {
         log_header_failure("set", name, status);
+    }
+}
+
+/// Appends a header the map is known not to have (Envoy's `addCopy`: no search for one to replace).
+pub(crate) fn add_header(map: MapType, name: &str, value: &str) {
+    if let Err(status) = hostcalls::add_map_value(map, name, value) {
+        log_header_failure("add", name, status);
     }
 }
 

@@ -29,7 +29,7 @@ while (($#)); do
 	shift
 done
 ((${#OPS[@]})) || OPS=(clock20 counters10 histograms4 request_headers response_headers
-	rewrite_response_headers set_headers8 rewrite_body hold_answer shared_data filter_state compute)
+	rewrite_response_headers set_headers8 add_headers8 rewrite_body hold_answer shared_data filter_state compute)
 
 ENVOY=.venv/bin/envoy
 MOCK=target/release/mock-upstream

@@ -12,7 +12,8 @@
 //! | `request_headers` | reads every request header (one hostcall, a buffer handed back) |
 //! | `response_headers` | reads every response header |
 //! | `rewrite_response_headers` | reads every response header and writes the map back with 5 more |
-//! | `set_headers8` | sets 8 response headers one by one |
+//! | `set_headers8` | sets 8 response headers one by one (each replaces any header of its name) |
+//! | `add_headers8` | adds 8 response headers one by one (appended, nothing replaced) |
 //! | `rewrite_body` | writes the request body back over itself and removes `content-length` |
 //! | `hold_answer` | holds the response headers until the body is whole, reads it, adds 3 headers |
 //! | `shared_data` | reads one shared-data key |
@@ -163,6 +164,11 @@ mod ops {
             if ops.has("set_headers8") {
                 for i in 0..8 {
                     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &format!("x-ops-{i}"), Some("value"));
+                }
+            }
+            if ops.has("add_headers8") {
+                for i in 0..8 {
+                    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, &format!("x-ops-{i}"), "value");
                 }
             }
             if ops.has("hold_answer") && !end_of_stream {

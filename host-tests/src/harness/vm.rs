@@ -271,7 +271,7 @@ pub struct VmState {
     pub logs: Arc<Mutex<Vec<LogEntry>>>,
     pub clock: Arc<Mutex<Clock>>,
     pub memory: Option<Memory>,
-    pub alloc: Option<TypedFunc<i32, i32>>,
+    pub alloc: Option<Rc<TypedFunc<i32, i32>>>,
     pub root_context_id: u32,
     pub next_context_id: u32,
     pub current_context: u32,
@@ -404,11 +404,13 @@ fn store_compiled(key: (u64, usize), module: &Module) {
     }
 }
 
-type Cb1 = TypedFunc<i32, ()>;
-type Cb2 = TypedFunc<(i32, i32), ()>;
-type Cb2r = TypedFunc<(i32, i32), i32>;
-type Cb3r = TypedFunc<(i32, i32, i32), i32>;
-type Cb5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+// Shared handles: cloning a `TypedFunc` clones its registered type, which costs more than a call
+// into the module does.
+type Cb1 = Rc<TypedFunc<i32, ()>>;
+type Cb2 = Rc<TypedFunc<(i32, i32), ()>>;
+type Cb2r = Rc<TypedFunc<(i32, i32), i32>>;
+type Cb3r = Rc<TypedFunc<(i32, i32, i32), i32>>;
+type Cb5 = Rc<TypedFunc<(i32, i32, i32, i32, i32), ()>>;
 
 /// The callbacks a module may export; a missing one means "continue" like in Envoy.
 pub struct Exports {
@@ -424,12 +426,12 @@ pub struct Exports {
     pub on_response_body: Option<Cb3r>,
     pub on_response_trailers: Option<Cb2r>,
     pub on_http_call_response: Option<Cb5>,
-    pub on_done: Option<TypedFunc<i32, i32>>,
+    pub on_done: Option<Rc<TypedFunc<i32, i32>>>,
     pub on_log: Option<Cb1>,
     pub on_delete: Option<Cb1>,
 }
 
-fn typed<P, R>(store: &mut Store<VmState>, instance: &Instance, name: &str) -> Result<Option<TypedFunc<P, R>>>
+fn typed<P, R>(store: &mut Store<VmState>, instance: &Instance, name: &str) -> Result<Option<Rc<TypedFunc<P, R>>>>
 where
     P: wasmtime::WasmParams,
     R: wasmtime::WasmResults,
@@ -441,7 +443,7 @@ where
         .get_typed_func::<P, R>(&mut *store, name)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("export {name} has a signature ABI 0.2.1 does not define"))?;
-    Ok(Some(f))
+    Ok(Some(Rc::new(f)))
 }
 
 /// A running VM.

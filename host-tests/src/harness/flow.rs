@@ -330,7 +330,8 @@ impl HostInner {
         if eos {
             d.data_eos = true;
         }
-        let visible = d.buffer.clone();
+        // The filter sees Envoy's buffer itself: what it changes stays changed (it is put back below).
+        let visible = std::mem::take(&mut d.buffer);
         let len = visible.len();
         let st = self.stream_state(key)?;
         match dir {
@@ -356,6 +357,7 @@ impl HostInner {
             }
         }
         .unwrap_or_default();
+        self.df(key, dir)?.buffer = body;
         let acts = self.take_actions(key)?;
         if overflowed {
             return self.overflow(key, dir);
@@ -369,12 +371,11 @@ impl HostInner {
             }
             let d = self.df(key, dir)?;
             d.buffering = false;
-            d.buffer.clear();
+            let body = std::mem::take(&mut d.buffer);
             self.emit_data(key, dir, body, eos)?;
         } else {
             let d = self.df(key, dir)?;
             d.buffering = true;
-            d.buffer = body;
             if d.buffer.len() > limit {
                 return self.overflow(key, dir);
             }

@@ -37,6 +37,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 E2E=benches/e2e
+# shellcheck source=e2e/lib.sh
+source "$E2E/lib.sh"
 
 usage() {
 	cat <<'EOF'
@@ -127,16 +129,6 @@ FLOOR_WASM=$WORK/switchyard_floor.wasm
 RAW=$WORK/results.tsv
 PIDS=()
 
-# Every process this script started, and their descendants, by id.
-descendants() {
-	local children child
-	children=$(ps -o pid= --ppid "$1" 2>/dev/null || true)
-	for child in $children; do
-		echo "$child"
-		descendants "$child"
-	done
-}
-
 stop_tree() {
 	local pid=$1 tree i
 	kill -0 "$pid" 2>/dev/null || return 0
@@ -166,19 +158,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free loopback ports, all distinct.
-free_ports() {
-	python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
 # Starts "$@" in the background on CPU $1 (output to $WORK/$2.log); sets STARTED_PID.
 start_on_cpu() {
 	local cpu=$1 name=$2
@@ -198,18 +177,6 @@ wait_http() {
 	done
 	tail -n 30 "$WORK/$name.log" >&2
 	die "$name did not answer $url within ${timeout}s"
-}
-
-# utime + stime (clock ticks) of a process and its descendants.
-cpu_ticks() {
-	local total=0 pid stat fields
-	for pid in "$1" $(descendants "$1"); do
-		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-		# Fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th.
-		read -r -a fields <<<"${stat##*) }"
-		total=$((total + fields[11] + fields[12]))
-	done
-	echo "$total"
 }
 
 # Busy clock ticks of one CPU (user nice system irq softirq steal) from /proc/stat.
@@ -239,12 +206,7 @@ render_envoy() {
 	floor) snippet=$E2E/filter-floor.yaml ;;
 	switchyard) snippet=$E2E/filter-switchyard.yaml ;;
 	esac
-	awk -v snippet="$snippet" '
-		/^@HTTP_FILTERS@$/ { while ((getline line < snippet) > 0) print line; next }
-		{ print }' "$E2E/envoy.yaml.in" |
-		sed -e "s|@LISTEN_PORT@|$listen|g" -e "s|@ADMIN_PORT@|$admin|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-			-e "s|@FLOOR_WASM@|$FLOOR_WASM|g" -e "s|@SWITCHYARD_WASM@|$SWITCHYARD_WASM|g" \
-			>"$WORK/envoy-$row.yaml"
+	render_envoy_yaml "$snippet" "$WORK/envoy-$row.yaml" "$listen" "$admin"
 }
 
 PROXY_PID= PROXY_URL= ADMIN_URL=

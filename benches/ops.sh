@@ -17,18 +17,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 E2E=benches/e2e
+# shellcheck source=e2e/lib.sh
+source "$E2E/lib.sh"
 ROUNDS=3 DURATION=6 WARMUP=2
-OPS=()
+OPERATIONS=()
 while (($#)); do
 	case "$1" in
 	--rounds) ROUNDS=$2; shift ;;
 	--duration) DURATION=$2; shift ;;
 	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
-	*) OPS+=("$1") ;;
+	*) OPERATIONS+=("$1") ;;
 	esac
 	shift
 done
-((${#OPS[@]})) || OPS=(clock20 counters10 histograms4 request_headers response_headers
+((${#OPERATIONS[@]})) || OPERATIONS=(clock20 counters10 histograms4 request_headers response_headers
 	rewrite_response_headers set_headers8 add_headers8 rewrite_body hold_answer shared_data filter_state compute)
 
 ENVOY=.venv/bin/envoy
@@ -39,6 +41,7 @@ for file in "$ENVOY" "$MOCK" "$OPS_WASM"; do
 done
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-ops.XXXXXX")
 cp "$OPS_WASM" "$WORK/ops.wasm"
+OPS_WASM=$WORK/ops.wasm
 PIDS=()
 cleanup() {
 	local pid
@@ -51,11 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(python3 -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(" ".join(str(x.getsockname()[1]) for x in s))')"
+read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(free_ports 3)"
 
 taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
@@ -65,44 +64,15 @@ for _ in $(seq 1 100); do
 done
 curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/reset"
 
-# utime + stime of a process, in clock ticks.
-ticks() {
-	local stat fields
-	stat=$(cat "/proc/$1/stat")
-	read -r -a fields <<<"${stat##*) }"
-	echo $((fields[11] + fields[12]))
-}
-
 # Envoy's config for one variant: "plain" (no wasm filter), "floor" (no operation) or an operation.
 render() {
-	local variant=$1 snippet=$WORK/snippet.yaml
-	: >"$snippet"
-	if [[ $variant != plain ]]; then
-		local ops=$variant
-		[[ $variant == floor ]] && ops=
-		cat >"$snippet" <<EOS
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: ops
-                root_id: ops
-                allow_on_headers_stop_iteration: true
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: "$ops"
-                vm_config:
-                  vm_id: ops
-                  runtime: envoy.wasm.runtime.v8
-                  code:
-                    local:
-                      filename: $WORK/ops.wasm
-EOS
-	fi
-	awk -v snippet="$snippet" '/^@HTTP_FILTERS@$/ { while ((getline line < snippet) > 0) print line; next } { print }' \
-		"$E2E/envoy.yaml.in" |
-		sed -e "s|@LISTEN_PORT@|$LISTEN_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
-			>"$WORK/envoy.yaml"
+	local snippet=$E2E/filter-ops.yaml
+	OPS=$1
+	case "$1" in
+	plain) snippet=/dev/null ;;
+	floor) OPS= ;;
+	esac
+	render_envoy_yaml "$snippet" "$WORK/envoy.yaml" "$LISTEN_PORT" "$ADMIN_PORT"
 }
 
 load() {
@@ -124,9 +94,9 @@ measure() {
 	done
 	load "$WARMUP" >/dev/null
 	curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/clear"
-	t0=$(ticks "$envoy")
+	t0=$(cpu_ticks "$envoy")
 	out=$(load "$DURATION")
-	t1=$(ticks "$envoy")
+	t1=$(cpu_ticks "$envoy")
 	kill "$envoy"
 	wait "$envoy" 2>/dev/null || true
 	requests=$(sed -nE 's/^RESULT .*requests=([0-9]+).*/\1/p' <<<"$out")
@@ -138,7 +108,7 @@ measure() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-	for variant in plain floor "${OPS[@]}"; do
+	for variant in plain floor "${OPERATIONS[@]}"; do
 		measure "$variant" "$round"
 	done
 done

@@ -1,0 +1,51 @@
+# Shell functions shared by the Envoy benchmarks (benches/e2e.sh, benches/ops.sh); sourced.
+
+# Every descendant of process $1, by id.
+descendants() {
+	local children child
+	children=$(ps -o pid= --ppid "$1" 2>/dev/null || true)
+	for child in $children; do
+		echo "$child"
+		descendants "$child"
+	done
+}
+
+# Free loopback ports, all distinct.
+free_ports() {
+	python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# utime + stime (clock ticks) of a process and its descendants.
+cpu_ticks() {
+	local total=0 pid stat fields
+	for pid in "$1" $(descendants "$1"); do
+		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		# Fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th.
+		read -r -a fields <<<"${stat##*) }"
+		total=$((total + fields[11] + fields[12]))
+	done
+	echo "$total"
+}
+
+# Writes to OUT the benchmark's Envoy config (benches/e2e/envoy.yaml.in) with the HTTP filter
+# SNIPPET (a file; /dev/null for none), listening on LISTEN with its admin API on ADMIN, forwarding
+# to the mock on $MOCK_PORT. The snippets' placeholders are filled from $FLOOR_WASM,
+# $SWITCHYARD_WASM, $OPS_WASM and $OPS (the ops filter's configuration).
+#   render_envoy_yaml SNIPPET OUT LISTEN ADMIN
+render_envoy_yaml() {
+	local snippet=$1 out=$2 listen=$3 admin=$4
+	awk -v snippet="$snippet" '
+		/^@HTTP_FILTERS@$/ { while ((getline line < snippet) > 0) print line; next }
+		{ print }' "$ROOT/benches/e2e/envoy.yaml.in" |
+		sed -e "s|@LISTEN_PORT@|$listen|g" -e "s|@ADMIN_PORT@|$admin|g" -e "s|@MOCK_PORT@|$MOCK_PORT|g" \
+			-e "s|@FLOOR_WASM@|${FLOOR_WASM:-}|g" -e "s|@SWITCHYARD_WASM@|${SWITCHYARD_WASM:-}|g" \
+			-e "s|@OPS_WASM@|${OPS_WASM:-}|g" -e "s|@OPS@|${OPS:-}|g" >"$out"
+}

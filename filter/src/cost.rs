@@ -83,19 +83,18 @@ impl std::iter::Sum for Cost {
 impl fmt::Display for Cost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Costs below 18,446 USD fit in 64 bits, whose division is one instruction in wasm (128-bit
-        // division is a library call).
-        let (whole, fraction) = match u64::try_from(self.0) {
+        // division is a library call). The fraction is below 10^15 either way.
+        let mut fraction = match u64::try_from(self.0) {
             Ok(small) => {
                 let per_usd = FEMTOS_PER_USD as u64;
-                (u128::from(small / per_usd), small % per_usd)
+                write!(f, "{}", small / per_usd)?;
+                small % per_usd
             }
-            Err(_) => (self.0 / FEMTOS_PER_USD, (self.0 % FEMTOS_PER_USD) as u64),
+            Err(_) => {
+                write!(f, "{}", self.0 / FEMTOS_PER_USD)?;
+                (self.0 % FEMTOS_PER_USD) as u64
+            }
         };
-        let mut fraction = fraction;
-        match u64::try_from(whole) {
-            Ok(whole) => write!(f, "{whole}")?,
-            Err(_) => write!(f, "{whole}")?,
-        }
         if fraction == 0 {
             return Ok(());
         }

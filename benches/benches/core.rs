@@ -45,7 +45,9 @@ fn sse_chunks(c: &mut Criterion) {
         b.iter(|| {
             let mut splitter = switchyard::sse::SseSplitter::new();
             for chunk in &chunks {
-                black_box(splitter.push(black_box(chunk)));
+                splitter.feed(black_box(chunk), |event| {
+                    black_box(event);
+                });
             }
         });
     });

@@ -11,7 +11,7 @@
 use crate::config::Price;
 use crate::cost::{self, Cost, Unpriced};
 use crate::route::UsageChunk;
-use crate::sse::SseSplitter;
+use crate::sse::{Event, SseSplitter};
 use crate::usage::{self, Usage};
 
 /// What is known about an answer's price.
@@ -80,24 +80,34 @@ pub struct Timing {
 /// Follows one streamed answer.
 pub struct StreamedAnswer {
     splitter: SseSplitter,
-    mode: UsageChunk,
-    price: Price,
+    events: Events,
     /// Largest incomplete event held before switchyard stops following the stream.
     limit: usize,
-    usage: Option<Usage>,
     gave_up: bool,
+}
+
+/// What the events of a stream have said so far, and what to do with them.
+struct Events {
+    mode: UsageChunk,
+    price: Price,
+    usage: Option<Usage>,
     /// An event has been taken: a byte order mark is no longer possible.
     started: bool,
 }
 
 impl StreamedAnswer {
     pub fn new(mode: UsageChunk, price: Price, limit: usize) -> Self {
-        StreamedAnswer { splitter: SseSplitter::new(), mode, price, limit, usage: None, gave_up: false, started: false }
+        StreamedAnswer {
+            splitter: SseSplitter::new(),
+            events: Events { mode, price, usage: None, started: false },
+            limit,
+            gave_up: false,
+        }
     }
 
     /// Whether this stream's bytes may be edited (else they are only read).
     fn edits(&self) -> bool {
-        matches!(self.mode, UsageChunk::Injected | UsageChunk::ClientAsked) && !self.gave_up
+        matches!(self.events.mode, UsageChunk::Injected | UsageChunk::ClientAsked) && !self.gave_up
     }
 
     /// Takes one chunk of the answer. Returns the bytes to send instead of it, or `None` when the
@@ -113,15 +123,13 @@ impl StreamedAnswer {
             return None;
         }
         let held_before = self.splitter.pending_len();
-        let mut events = self.splitter.push(chunk);
-        if end_of_stream {
-            events.extend(self.splitter.finish());
-        }
         let edits = self.edits();
         let mut out: Vec<u8> = Vec::with_capacity(if edits { chunk.len() + held_before } else { 0 });
         let mut changed = false;
-        for event in events {
-            changed |= self.take_event(event, edits, timing, &mut out);
+        let events = &mut self.events;
+        self.splitter.feed(chunk, |event| changed |= events.take(&event, edits, timing, &mut out));
+        if end_of_stream {
+            self.splitter.finish(|event| changed |= events.take(&event, edits, timing, &mut out));
         }
         if end_of_stream {
             out.extend_from_slice(&self.splitter.take_pending());
@@ -141,19 +149,23 @@ impl StreamedAnswer {
         (!same).then_some(out)
     }
 
+    /// What the stream's usage chunk said, priced; `TooLarge` when switchyard stopped following.
+    pub fn priced(&self) -> Priced {
+        if self.gave_up {
+            return Priced::TooLarge;
+        }
+        Priced::from_usage(self.events.usage, &self.events.price)
+    }
+}
+
+impl Events {
     /// Handles one complete event: records its usage and, when editing, appends what the client
     /// gets in its place to `out`. True when that differs from the event's bytes.
-    fn take_event(
-        &mut self,
-        event: crate::sse::Event,
-        edits: bool,
-        timing: &dyn Fn() -> Timing,
-        out: &mut Vec<u8>,
-    ) -> bool {
+    fn take(&mut self, event: &Event<'_>, edits: bool, timing: &dyn Fn() -> Timing, out: &mut Vec<u8>) -> bool {
         let first = !std::mem::replace(&mut self.started, true);
         let Some(data) = event.data.as_deref() else {
             if edits {
-                out.extend_from_slice(&event.raw);
+                out.extend_from_slice(event.raw);
             }
             return false;
         };
@@ -164,33 +176,27 @@ impl StreamedAnswer {
         if !edits {
             return false;
         }
-        let edited = match (self.mode, found) {
+        match (self.mode, found) {
             // The usage chunk switchyard asked for: the client gets nothing in its place.
             (UsageChunk::Injected, Some(_)) if usage::is_usage_only_chunk(data) => return true,
             // With usage switched on, providers put `"usage":null` in every other chunk; a
             // client that did not ask for usage gets its chunks without it.
-            (UsageChunk::Injected, None) => strip_null_usage(data),
-            (UsageChunk::ClientAsked, Some(_)) => annotate(data, &Priced::from_usage(found, &self.price), timing()),
-            _ => None,
-        };
-        match edited {
-            Some(edited) => {
-                replace_data(out, &event.raw, &edited, first);
-                true
+            (UsageChunk::Injected, None) => {
+                if let Some((before, after)) = strip_null_usage(data) {
+                    replace_data(out, event.raw, &[before, after], first);
+                    return true;
+                }
             }
-            None => {
-                out.extend_from_slice(&event.raw);
-                false
+            (UsageChunk::ClientAsked, Some(_)) => {
+                if let Some(edited) = annotate(data, &Priced::from_usage(found, &self.price), timing()) {
+                    replace_data(out, event.raw, &[&edited], first);
+                    return true;
+                }
             }
+            _ => {}
         }
-    }
-
-    /// What the stream's usage chunk said, priced; `TooLarge` when switchyard stopped following.
-    pub fn priced(&self) -> Priced {
-        if self.gave_up {
-            return Priced::TooLarge;
-        }
-        Priced::from_usage(self.usage, &self.price)
+        out.extend_from_slice(event.raw);
+        false
     }
 }
 
@@ -214,59 +220,73 @@ fn annotate(data: &str, priced: &Priced, timing: Timing) -> Option<String> {
     Some(format!("{body}{member}"))
 }
 
-/// `data` without its top-level `"usage": null` member, when it has one. The member is found by
-/// walking the JSON text (strings and nesting), so an escaped quote in a key or a nested `usage`
-/// is never mistaken for it; one comma next to it goes with it.
-fn strip_null_usage(data: &str) -> Option<String> {
+/// `data` without its top-level `"usage": null` member, when it has one, as the text before the
+/// member and the text after it. The member is found by walking the JSON text (strings and
+/// nesting), so an escaped quote in a key or a nested `usage` is never mistaken for it; one comma
+/// next to it goes with it.
+fn strip_null_usage(data: &str) -> Option<(&str, &str)> {
     let (start, end) = null_usage_member(data.as_bytes())?;
     let before = data.get(..start)?;
     let after = data.get(end..)?;
-    let joined = |before: &str, after: &str| {
-        let mut out = String::with_capacity(before.len().saturating_add(after.len()));
-        out.push_str(before);
-        out.push_str(after);
-        out
-    };
     if let Some(before) = before.trim_end().strip_suffix(',') {
         // `..., "usage":null}` → `...}`
-        return Some(joined(before, after));
+        return Some((before, after));
     }
     // `{"usage":null, ...}` → `{...}`
     let after = after.trim_start().strip_prefix(',').unwrap_or(after);
-    Some(joined(before, after))
+    Some((before, after))
 }
 
 /// The byte span of the first top-level member `"usage": null` of the JSON object `data`.
+///
+/// Each `"usage"` in the text is a candidate (found with a vector search, not by walking the text):
+/// in valid JSON, one that is not preceded by an odd number of backslashes is a whole string, not
+/// part of one, and followed by `:` it is a key. It is taken when its value is `null` and the
+/// object it is in is the outermost one: walking on from the `null` (strings skipped), the first
+/// bracket that closes what was not opened after it is the last byte of the text. Only the text
+/// after the member is walked; in a chunk, `usage` is one of the last members.
 fn null_usage_member(data: &[u8]) -> Option<(usize, usize)> {
     const NULL: &[u8] = b"null";
+    const KEY_LEN: usize = b"\"usage\"".len();
+    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     let skip_ws = |mut at: usize| {
-        while data.get(at).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        while data.get(at).is_some_and(is_ws) {
             at = at.saturating_add(1);
         }
         at
     };
+    usage::USAGE_KEY.find_iter(data).find_map(|at| {
+        let backslashes = data.get(..at)?.iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return None;
+        }
+        let colon = skip_ws(at.saturating_add(KEY_LEN));
+        if data.get(colon) != Some(&b':') {
+            return None;
+        }
+        let value = skip_ws(colon.saturating_add(1));
+        let value_end = value.saturating_add(NULL.len());
+        if data.get(value..value_end) != Some(NULL) || !matches!(data.get(skip_ws(value_end)), Some(b',' | b'}')) {
+            return None;
+        }
+        let closing = enclosing_close(data, value_end)?;
+        data.get(closing.saturating_add(1)..)?.iter().all(is_ws).then_some((at, value_end))
+    })
+}
+
+/// Where the bracket that closes the object or array around `from` is: walking on from `from`
+/// (outside any string), the first `}` or `]` that closes nothing opened after `from`.
+fn enclosing_close(data: &[u8], from: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut at = 0usize;
+    let mut at = from;
     while let Some(&byte) = data.get(at) {
         match byte {
             b'"' => {
-                let key_end = string_end(data, at)?;
-                if depth == 1 && data.get(at.saturating_add(1)..key_end.saturating_sub(1)) == Some(b"usage") {
-                    let colon = skip_ws(key_end);
-                    if data.get(colon) == Some(&b':') {
-                        let value = skip_ws(colon.saturating_add(1));
-                        let value_end = value.saturating_add(NULL.len());
-                        if data.get(value..value_end) == Some(NULL)
-                            && matches!(data.get(skip_ws(value_end)), Some(b',' | b'}'))
-                        {
-                            return Some((at, value_end));
-                        }
-                    }
-                }
-                at = key_end;
+                at = string_end(data, at)?;
                 continue;
             }
             b'{' | b'[' => depth = depth.saturating_add(1),
+            b'}' | b']' if depth == 0 => return Some(at),
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
@@ -293,10 +313,10 @@ fn string_end(data: &[u8], open: usize) -> Option<usize> {
 /// `\r\n` or `\n`, but a lone `\r` becomes `\n`: with lines taken out, a kept `\r` could meet a `\n`
 /// and the two would read as one line end. `stream_start`: this is the stream's first event, where a
 /// byte order mark is skipped.
-/// The result is appended to `out`.
-fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &str, stream_start: bool) {
+/// `new` comes in parts, written one after the other as one text. The result is appended to `out`.
+fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &[&str], stream_start: bool) {
     const BOM: &[u8] = b"\xEF\xBB\xBF";
-    out.reserve(raw.len().saturating_add(new.len()));
+    out.reserve(raw.len().saturating_add(new.iter().map(|part| part.len()).sum()));
     let mut rest = raw;
     if let Some(after) = rest.strip_prefix(BOM).filter(|_| stream_start) {
         out.extend_from_slice(BOM);
@@ -328,11 +348,20 @@ fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &str, stream_start: bool) {
             Some(c) => line.get(..c.saturating_add(if line.get(c.saturating_add(1)) == Some(&b' ') { 2 } else { 1 })),
             None => None,
         };
-        for value in new.split('\n') {
-            out.extend_from_slice(prefix.unwrap_or(b"data: "));
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(end);
+        let prefix = prefix.unwrap_or(b"data: ");
+        out.extend_from_slice(prefix);
+        for part in new {
+            let mut lines = part.split('\n');
+            if let Some(first) = lines.next() {
+                out.extend_from_slice(first.as_bytes());
+            }
+            for line in lines {
+                out.extend_from_slice(end);
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(line.as_bytes());
+            }
         }
+        out.extend_from_slice(end);
     }
 }
 
@@ -341,6 +370,11 @@ mod tests {
     use super::*;
     use crate::config::from_value;
     use serde_json::json;
+
+    /// [`strip_null_usage`]'s two parts, joined.
+    fn stripped(data: &str) -> Option<String> {
+        strip_null_usage(data).map(|(before, after)| [before, after].concat())
+    }
 
     fn price() -> Price {
         let c = from_value(json!({
@@ -393,20 +427,25 @@ mod tests {
 
     #[test]
     fn null_usage_members_are_removed_only_when_injected() {
-        assert_eq!(strip_null_usage(r#"{"a":1,"usage":null}"#).as_deref(), Some(r#"{"a":1}"#));
-        assert_eq!(strip_null_usage(r#"{"usage":null,"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
-        assert_eq!(strip_null_usage(r#"{"a":"\"usage\":null"}"#), None);
-        assert_eq!(strip_null_usage(r#"{ "a" : 1 , "usage" : null }"#).as_deref(), Some(r#"{ "a" : 1  }"#));
+        assert_eq!(stripped(r#"{"a":1,"usage":null}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(stripped(r#"{"usage":null,"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(stripped(r#"{"a":"\"usage\":null"}"#), None);
+        assert_eq!(stripped(r#"{ "a" : 1 , "usage" : null }"#).as_deref(), Some(r#"{ "a" : 1  }"#));
         // Only the top-level member, never text that merely looks like one.
-        assert_eq!(strip_null_usage(r#"{"x\"usage":null}"#), None);
-        assert_eq!(strip_null_usage(r#"{"\\\"usage":null}"#), None);
-        assert_eq!(strip_null_usage(r#"{"a":{"usage":null}}"#), None);
+        assert_eq!(stripped(r#"{"x\"usage":null}"#), None);
+        assert_eq!(stripped(r#"{"\\\"usage":null}"#), None);
+        assert_eq!(stripped(r#"{"a":{"usage":null}}"#), None);
+        assert_eq!(stripped(r#"{"a":[{"usage":null}],"usage":null}"#).as_deref(), Some(r#"{"a":[{"usage":null}]}"#));
+        assert_eq!(stripped(r#"{"usage":nullx}"#), None);
+        assert_eq!(stripped(r#"{"usage":null"#), None);
+        // A `"usage"` that is a value, not a key; members after it, with brackets in strings.
+        assert_eq!(stripped(r#"{"k":"usage","usage":null}"#).as_deref(), Some(r#"{"k":"usage"}"#));
         assert_eq!(
-            strip_null_usage(r#"{"a":[{"usage":null}],"usage":null}"#).as_deref(),
-            Some(r#"{"a":[{"usage":null}]}"#)
+            stripped(r#"{"a":{"b":1},"usage":null,"c":[1,{"d":"}]"}],"e":"\"}"} "#).as_deref(),
+            Some(r#"{"a":{"b":1},"c":[1,{"d":"}]"}],"e":"\"}"} "#)
         );
-        assert_eq!(strip_null_usage(r#"{"usage":nullx}"#), None);
-        assert_eq!(strip_null_usage(r#"{"usage":null"#), None);
+        assert_eq!(stripped(r#"{"a":[{"usage":null,"x":1}],"b":2}"#), None);
+        assert_eq!(stripped(r#"{"a":{"usage":null},"b":"}"}"#), None);
         let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
         let got = play(&mut a, &stream(), 13);
         assert!(!got.contains("usage"), "{got}");

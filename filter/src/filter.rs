@@ -555,7 +555,11 @@ impl Stream {
         }
         if let Some(failover) = &config.failover {
             // The attempt role rewrites path and host per candidate; the front hands it the plan.
-            add_header(MapType::HttpRequestHeaders, plan::PLAN_HEADER, &plan::encode(decision.category, &decision.plan));
+            add_header(
+                MapType::HttpRequestHeaders,
+                plan::PLAN_HEADER,
+                &plan::encode(decision.category, &decision.plan),
+            );
             let retries =
                 if decision.stream && !failover.streaming { 0 } else { decision.plan.len().saturating_sub(1) };
             set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &retries.to_string());

@@ -14,20 +14,22 @@
 //! means (usage, `[DONE]`), what to do with it, and how many bytes may be held back before giving
 //! up on an oversized event are the caller's decisions (`pending_len` tells it how many are held).
 
+use std::borrow::Cow;
+
 /// The UTF-8 byte order mark, ignored at the very start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// One complete event of a stream.
+/// One complete event of a stream, borrowed from the chunk (or the held bytes) it completes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<'a> {
     /// The event's exact bytes, from its first line through the blank line that ends it.
-    pub raw: Vec<u8>,
+    pub raw: &'a [u8],
     /// The `data` field: the values of all `data:` lines joined by `\n`; `None` when the event has
     /// no data line (only comments, say, or nothing but the blank line). Invalid UTF-8 is replaced
-    /// by U+FFFD here; `raw` keeps the bytes as they came.
-    pub data: Option<String>,
+    /// by U+FFFD here; `raw` keeps the bytes as they came. One valid line is borrowed, not copied.
+    pub data: Option<Cow<'a, str>>,
     /// The `event` field (the last one, when there are several).
-    pub event: Option<String>,
+    pub event: Option<Cow<'a, str>>,
 }
 
 /// An incremental splitter: feed it chunks in order, get back each event as soon as it is complete.
@@ -56,37 +58,37 @@ impl SseSplitter {
         Self::default()
     }
 
-    /// Feeds a chunk; returns the events completed by it, in order.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
-        let mut events = Vec::new();
+    /// Feeds a chunk; hands each event it completes to `each`, in order. The events borrow the
+    /// chunk (or the bytes held from earlier chunks): nothing is copied unless an event spans chunks.
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(Event<'_>)) {
         if self.pending.is_empty() {
             // Nothing held: scan the chunk where it lies and keep only its unfinished tail.
-            let consumed = self.cursor.scan(chunk, &mut events);
+            let consumed = self.cursor.scan(chunk, &mut each);
             self.pending.extend_from_slice(chunk.get(consumed..).unwrap_or_default());
             self.cursor.rebase(consumed);
         } else {
             self.pending.extend_from_slice(chunk);
-            let consumed = self.cursor.scan(&self.pending, &mut events);
+            let consumed = self.cursor.scan(&self.pending, &mut each);
             self.pending.drain(..consumed);
             self.cursor.rebase(consumed);
         }
-        events
     }
 
-    /// At end of stream: the held event that is complete but was kept back only because its blank
-    /// line ended with a `\r` that a `\n` might have followed. Call it before `take_pending`.
-    pub fn finish(&mut self) -> Option<Event> {
+    /// At end of stream: hands `each` the held event that is complete but was kept back only
+    /// because its blank line ended with a `\r` that a `\n` might have followed. Call it before
+    /// `take_pending`. True when there was such an event.
+    pub fn finish(&mut self, each: impl FnOnce(Event<'_>)) -> bool {
         let c = self.cursor;
         let held = c.line_start == c.scanned
             && self.pending.get(c.scanned) == Some(&b'\r')
             && c.scanned.checked_add(1) == Some(self.pending.len());
         if !held {
-            return None;
+            return false;
         }
-        let raw = std::mem::take(&mut self.pending);
-        let event = Event::parse(raw, !c.past_start);
+        each(Event::parse(&self.pending, !c.past_start));
+        self.pending.clear();
         self.cursor = Cursor { past_start: true, ..Cursor::default() };
-        Some(event)
+        true
     }
 
     /// Bytes held back (an incomplete event), for the caller to flush as-is at end of stream.
@@ -103,9 +105,9 @@ impl SseSplitter {
 }
 
 impl Cursor {
-    /// Scans `buf` from where the last scan stopped, appends the events it completes, and returns
+    /// Scans `buf` from where the last scan stopped, hands `each` the events it completes, and returns
     /// how many leading bytes of `buf` those events took.
-    fn scan(&mut self, buf: &[u8], events: &mut Vec<Event>) -> usize {
+    fn scan(&mut self, buf: &[u8], each: &mut impl FnMut(Event<'_>)) -> usize {
         let mut event_start = 0;
         let mut i = self.scanned;
         while let Some(rest) = buf.get(i..) {
@@ -142,7 +144,7 @@ impl Cursor {
                     }
                 }
                 if let Some(raw) = buf.get(event_start..end) {
-                    events.push(Event::parse(raw.to_vec(), !self.past_start));
+                    each(Event::parse(raw, !self.past_start));
                 }
                 self.past_start = true;
                 event_start = end;
@@ -163,17 +165,26 @@ impl Cursor {
     }
 }
 
+/// A field's value as text, borrowed when it is valid UTF-8 (checking is cheaper than the lossy
+/// conversion, which is only for the rare value that is not).
+fn text(value: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(value) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value),
+    }
+}
+
 /// The index of the first `\n` or `\r` in `bytes`.
 fn find_line_end(bytes: &[u8]) -> Option<usize> {
     memchr::memchr2(b'\n', b'\r', bytes)
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// Reads the fields of a complete event.
-    fn parse(raw: Vec<u8>, stream_start: bool) -> Event {
-        let mut data: Option<String> = None;
+    fn parse(raw: &'a [u8], stream_start: bool) -> Event<'a> {
+        let mut data: Option<Cow<'a, str>> = None;
         let mut event = None;
-        let mut rest = raw.as_slice();
+        let mut rest = raw;
         if stream_start {
             rest = rest.strip_prefix(BOM).unwrap_or(rest);
         }
@@ -197,19 +208,18 @@ impl Event {
             };
             match name {
                 b"data" => {
-                    let value = match std::str::from_utf8(value) {
-                        Ok(text) => std::borrow::Cow::Borrowed(text),
-                        Err(_) => String::from_utf8_lossy(value),
-                    };
-                    match &mut data {
+                    let value = text(value);
+                    data = Some(match data {
                         Some(joined) => {
+                            let mut joined = joined.into_owned();
                             joined.push('\n');
                             joined.push_str(&value);
+                            Cow::Owned(joined)
                         }
-                        None => data = Some(value.into_owned()),
-                    }
+                        None => value,
+                    });
                 }
-                b"event" => event = Some(String::from_utf8_lossy(value).into_owned()),
+                b"event" => event = Some(text(value)),
                 _ => {}
             }
         }
@@ -245,11 +255,46 @@ mod tests {
     /// A short stream with every line-end style, comments, fields and multi-byte characters.
     const MIXED_STREAM: &[u8] = b": keep-alive\r\n\r\nevent: delta\r\ndata: h\xC3\xA9\rdata:  two\n\ndata\nid: 7\r\r\n:c\ndata: \xF0\x9F\x9A\x82\n\n";
 
-    fn feed(splitter: &mut SseSplitter, chunks: &[&[u8]]) -> Vec<Event> {
+    /// An event copied out of the splitter, to compare and keep across chunks.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Owned {
+        raw: Vec<u8>,
+        data: Option<String>,
+        event: Option<String>,
+    }
+
+    impl From<Event<'_>> for Owned {
+        fn from(e: Event<'_>) -> Self {
+            Owned { raw: e.raw.to_vec(), data: e.data.map(Cow::into_owned), event: e.event.map(Cow::into_owned) }
+        }
+    }
+
+    /// The splitter's events, collected.
+    trait Collect {
+        fn push(&mut self, chunk: &[u8]) -> Vec<Owned>;
+        fn end(&mut self) -> Option<Owned>;
+    }
+
+    impl Collect for SseSplitter {
+        fn push(&mut self, chunk: &[u8]) -> Vec<Owned> {
+            let mut events = Vec::new();
+            self.feed(chunk, |e| events.push(Owned::from(e)));
+            events
+        }
+
+        fn end(&mut self) -> Option<Owned> {
+            let mut last = None;
+            let had = self.finish(|e| last = Some(Owned::from(e)));
+            assert_eq!(had, last.is_some());
+            last
+        }
+    }
+
+    fn feed(splitter: &mut SseSplitter, chunks: &[&[u8]]) -> Vec<Owned> {
         chunks.iter().flat_map(|c| splitter.push(c)).collect()
     }
 
-    fn whole(input: &[u8]) -> Vec<Event> {
+    fn whole(input: &[u8]) -> Vec<Owned> {
         let mut s = SseSplitter::new();
         let events = s.push(input);
         assert_eq!(s.pending_len(), 0);
@@ -350,10 +395,20 @@ mod tests {
         let events = s.push(b"data: y\r\r");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].raw, b"data: x\r\r");
-        let last = s.finish().unwrap();
+        let last = s.end().unwrap();
         assert_eq!((last.raw.as_slice(), last.data.as_deref()), (&b"data: y\r\r"[..], Some("y")));
         assert_eq!(s.pending_len(), 0);
         assert!(s.take_pending().is_empty());
+    }
+
+    #[test]
+    fn one_valid_data_line_is_borrowed_not_copied() {
+        let mut s = SseSplitter::new();
+        let mut kinds = Vec::new();
+        s.feed(b"data: a\n\ndata: b\ndata: c\n\ndata: \xFF\n\n", |e| {
+            kinds.push(matches!(e.data, Some(Cow::Borrowed(_))));
+        });
+        assert_eq!(kinds, [true, false, false]);
     }
 
     #[test]
@@ -418,7 +473,7 @@ mod tests {
         let events = s.push(b"o\ndata: m\xC3");
         assert!(events.is_empty());
         assert_eq!(s.pending_len(), 18);
-        assert_eq!(s.finish(), None);
+        assert_eq!(s.end(), None);
         assert_eq!(s.take_pending(), b"data: two\ndata: m\xC3");
         assert_eq!(s.pending_len(), 0);
         // Afterwards it starts afresh.
@@ -456,32 +511,5 @@ mod tests {
         assert!(s.push(b"").is_empty());
         let events = s.push(b"\n\n");
         assert_eq!(events[0].raw, b"data: a\n\n");
-    }
-
-    /// `cargo test --release -p switchyard-filter --lib sse::tests::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a timing measurement, not a check"]
-    fn timing() {
-        let chunk = concat!(
-            "data: {\"id\":\"chatcmpl-BqX\",\"object\":\"chat.completion.chunk\",\"created\":1751900000,",
-            "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"},",
-            "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
-        )
-        .as_bytes();
-        let (head, tail) = chunk.split_at(chunk.len() / 2);
-        let rounds = 1_000_000u32;
-        let mut s = SseSplitter::new();
-        let start = std::time::Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(s.push(std::hint::black_box(chunk)));
-        }
-        let whole = start.elapsed() / rounds;
-        let start = std::time::Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(s.push(std::hint::black_box(head)));
-            std::hint::black_box(s.push(std::hint::black_box(tail)));
-        }
-        let split = start.elapsed() / rounds;
-        println!("push, {} byte event: {whole:?} whole, {split:?} in two halves", chunk.len());
     }
 }

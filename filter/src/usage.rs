@@ -67,14 +67,15 @@ fn parse_event(data: &str) -> Option<Usage> {
     None
 }
 
+/// A searcher for the text `"usage"`, built once (building one costs more than searching a chunk).
+pub(crate) static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+
 /// False when no member named `usage` in `data` can have an object for its value, which is most
 /// chunks of a stream (`"usage":null`, or no `usage` at all): those need no parse. Without a `\u`
 /// escape, a key `usage` is written `"usage"`, and a `"` inside a string is escaped, so every
 /// `usage` member whose value is an object shows as `"usage"`, optional whitespace, `:`, optional
 /// whitespace, `{`. Texts with a `\u` escape are always parsed.
 fn may_hold_usage_object(data: &str) -> bool {
-    /// The key's searcher, built once (building one costs more than searching a chunk).
-    static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
     let bytes = data.as_bytes();
     // Any backslash followed by `u` counts (an escaped backslash before a `u` too): such a text is
     // simply parsed.

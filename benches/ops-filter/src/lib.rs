@@ -163,7 +163,8 @@ mod ops {
             }
             if ops.has("set_headers8") {
                 for i in 0..8 {
-                    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &format!("x-ops-{i}"), Some("value"));
+                    let _ =
+                        hostcalls::set_map_value(MapType::HttpResponseHeaders, &format!("x-ops-{i}"), Some("value"));
                 }
             }
             if ops.has("add_headers8") {

@@ -1,11 +1,13 @@
 //! Reading an OpenAI-format request: which endpoint it is for, and what its body says.
 //!
-//! The body is parsed once with serde_json into borrowed raw values: every byte is validated as
-//! JSON, nothing is copied, and the `model` value keeps its exact byte span so that `splice` can
-//! replace it without touching anything else. Fields the rules may read (`stream`, `user`,
-//! `metadata`, `tools`, `response_format`) are read cheaply up front; message text, which costs a
-//! second walk over the messages, is extracted only when a rule asks for it. Unknown fields are
-//! ignored here and forwarded untouched.
+//! The body is parsed once with serde_json into borrowed values: every byte is validated as JSON,
+//! nothing is copied that has no escapes, and the `model` value keeps its exact byte span so that
+//! `splice` can replace it without touching anything else. Fields the rules may read (`stream`,
+//! `user`, `metadata`, `tools`, `response_format`) are read cheaply up front. The `messages` list
+//! is read in the same pass: each message's role and the text of its content, borrowed from the
+//! body, so that the text (most of a body) is scanned once; it is joined by kind only when a rule
+//! asks for it. The Responses API's `input` and the completions `prompt` are kept raw and walked
+//! when asked. Unknown fields are ignored here and forwarded untouched.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -13,7 +15,7 @@ use std::ops::Range;
 
 use std::fmt;
 
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -113,7 +115,7 @@ struct Top<'a> {
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Messages<'a>>,
     #[serde(borrow, default)]
     prompt: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -147,7 +149,7 @@ pub struct Body<'a> {
     pub tools: bool,
     pub json_mode: bool,
     metadata: Option<&'a RawValue>,
-    messages: Option<&'a RawValue>,
+    messages: Option<Messages<'a>>,
     prompt: Option<&'a RawValue>,
     input: Option<&'a RawValue>,
     instructions: Option<&'a RawValue>,
@@ -271,7 +273,7 @@ fn responses_json_format(raw: &RawValue) -> bool {
         && serde_json::from_str::<ResponsesText<'_>>(raw.get()).ok().and_then(|t| t.format).is_some_and(is_json_format)
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
     /// The value of `metadata[key]`: strings as they are, other JSON values as their JSON text.
     pub fn metadata_value(&self, key: &str) -> Option<String> {
         let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
@@ -280,21 +282,22 @@ impl Body<'_> {
         Some(serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned()))
     }
 
-    /// Extracts the message text of each kind in one walk.
-    pub fn texts(&self) -> Texts {
+    /// The message text of each kind. A kind made of one piece of text without escapes borrows it
+    /// from the body.
+    pub fn texts(&self) -> Texts<'a> {
         let mut texts = Texts::default();
         if let Some(instructions) = self.instructions {
             push_text(instructions, &mut texts.system);
         }
-        if let Some(messages) = self.messages {
-            walk_messages(messages, &mut texts);
+        if let Some(Messages(Some(messages))) = &self.messages {
+            texts.take(messages);
         }
         for raw in [self.input, self.prompt].into_iter().flatten() {
             if raw.get().starts_with('[') && walk_messages(raw, &mut texts) {
                 continue;
             }
             // A plain prompt or input: it is all "user" text.
-            let mut text = String::new();
+            let mut text = Cow::Borrowed("");
             push_text(raw, &mut text);
             texts.last_user = text;
         }
@@ -304,23 +307,45 @@ impl Body<'_> {
 
 /// Message text of a request, by kind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Texts {
-    pub system: String,
-    pub last_user: String,
+pub struct Texts<'a> {
+    pub system: Cow<'a, str>,
+    pub last_user: Cow<'a, str>,
     /// Text of every message other than system and the last user message.
-    user_history: String,
+    user_history: Cow<'a, str>,
 }
 
-impl Texts {
+impl<'a> Texts<'a> {
     fn parts(&self) -> [&str; 3] {
         [&self.system, &self.user_history, &self.last_user]
+    }
+
+    /// Adds the text of a message list; false when it is not one (no item has a role).
+    fn take(&mut self, messages: &[Message<'a>]) -> bool {
+        if messages.iter().all(|m| m.role.is_none()) {
+            return false;
+        }
+        let last_user = messages.iter().rposition(|m| m.role.as_deref() == Some("user"));
+        for (i, message) in messages.iter().enumerate() {
+            let out = match message.role.as_deref() {
+                Some("system" | "developer") => &mut self.system,
+                _ if Some(i) == last_user => &mut self.last_user,
+                _ => &mut self.user_history,
+            };
+            for piece in &message.content {
+                append(out, piece);
+            }
+        }
+        true
     }
 
     /// All message text: system, then the earlier messages, then the last user message.
     pub fn all(&self) -> String {
         let mut all = String::with_capacity(self.all_len());
-        for part in self.parts() {
-            append(&mut all, part);
+        for part in self.parts().into_iter().filter(|p| !p.is_empty()) {
+            if !all.is_empty() {
+                all.push('\n');
+            }
+            all.push_str(part);
         }
         all
     }
@@ -341,9 +366,58 @@ pub enum TextSource {
     All,
 }
 
+/// One message of a list: its role, and the text of its content in pieces.
+#[derive(Debug)]
 struct Message<'a> {
     role: Option<Cow<'a, str>>,
-    content: Option<&'a RawValue>,
+    content: Vec<Cow<'a, str>>,
+}
+
+/// A list of messages read where it lies in the body; `None` when the value is not a list. Items
+/// that are not messages are left out.
+#[derive(Debug)]
+struct Messages<'a>(Option<Vec<Message<'a>>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Messages<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages<'de>, A::Error> {
+                let mut messages = Vec::new();
+                while let Some(Item(item)) = seq.next_element::<Item<'de>>()? {
+                    messages.extend(item);
+                }
+                Ok(Messages(Some(messages)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Messages<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Messages(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Messages<'de>, E> {
+                Ok(Messages(None))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
 }
 
 /// One item of a message list, read in the same pass as the list: a message when it is an object
@@ -394,20 +468,24 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
-        let (mut role, mut content): (Option<&'de RawValue>, Option<&'de RawValue>) = (None, None);
+        let mut role: Option<&'de RawValue> = None;
+        let mut content: Option<Vec<Cow<'de, str>>> = None;
         let mut valid = true;
         while let Some(field) = map.next_key::<Field>()? {
-            let slot = match field {
-                Field::Role => &mut role,
-                Field::Content => &mut content,
+            match field {
+                Field::Role => {
+                    let value: &'de RawValue = map.next_value()?;
+                    valid &= role.replace(value).is_none();
+                }
+                Field::Content => {
+                    let mut pieces = Vec::new();
+                    map.next_value_seed(TextPieces(&mut pieces))?;
+                    valid &= content.replace(pieces).is_none();
+                }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
-                    continue;
                 }
-            };
-            let value: &'de RawValue = map.next_value()?;
-            valid &= slot.is_none();
-            *slot = Some(value);
+            }
         }
         let role = match role.map(RawValue::get) {
             None | Some("null") => None,
@@ -420,8 +498,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
                 None
             }
         };
-        let content = content.filter(|raw| raw.get() != "null");
-        Ok(Item(valid.then_some(Message { role, content })))
+        Ok(Item(valid.then(|| Message { role, content: content.unwrap_or_default() })))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
@@ -454,78 +531,177 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
 }
 
-/// Walks a list of role/content messages; false when `raw` is not such a list.
-fn walk_messages(raw: &RawValue, texts: &mut Texts) -> bool {
-    let Ok(items) = serde_json::from_str::<Vec<Item<'_>>>(raw.get()) else {
-        return false;
-    };
-    let messages: Vec<Message<'_>> = items.into_iter().filter_map(|item| item.0).collect();
-    if messages.iter().all(|m| m.role.is_none()) {
-        return false;
+/// Walks a raw list of role/content messages; false when `raw` is not such a list.
+fn walk_messages<'a>(raw: &'a RawValue, texts: &mut Texts<'a>) -> bool {
+    match serde_json::from_str::<Messages<'a>>(raw.get()) {
+        Ok(Messages(Some(messages))) => texts.take(&messages),
+        _ => false,
     }
-    let last_user = messages.iter().rposition(|m| m.role.as_deref() == Some("user"));
-    for (i, message) in messages.iter().enumerate() {
-        let Some(content) = message.content else { continue };
-        match message.role.as_deref() {
-            Some("system" | "developer") => push_text(content, &mut texts.system),
-            _ if Some(i) == last_user => push_text(content, &mut texts.last_user),
-            _ => push_text(content, &mut texts.user_history),
-        }
-    }
-    true
 }
 
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-}
-
-/// Appends the text in a content value: a string, or a list of strings / `{"text": ...}` parts.
-fn push_text(raw: &RawValue, out: &mut String) {
-    let json = raw.get();
-    if json.starts_with('"') {
-        // Unescaped straight into `out`: no string of its own per message.
-        let mut reader = serde_json::Deserializer::from_str(json);
-        let _ = reader.deserialize_str(AppendTo(out));
-    } else if json.starts_with('[') {
-        if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(json) {
-            for item in items {
-                if item.get().starts_with('"') {
-                    push_text(item, out);
-                } else if !item.get().starts_with('{') {
-                    continue;
-                } else if let Ok(Part { text: Some(text) }) = serde_json::from_str::<Part<'_>>(item.get()) {
-                    push_text(text, out);
-                }
-            }
+/// Appends the text in a content value (see [`TextPieces`]) to `out`.
+fn push_text<'a>(raw: &'a RawValue, out: &mut Cow<'a, str>) {
+    let mut pieces = Vec::new();
+    let mut reader = serde_json::Deserializer::from_str(raw.get());
+    if TextPieces(&mut pieces).deserialize(&mut reader).is_ok() {
+        for piece in &pieces {
+            append(out, piece);
         }
     }
 }
 
-/// Reads a JSON string and appends it with [`append`].
-struct AppendTo<'o>(&'o mut String);
+/// Reads the text of a content value into pieces: a string, or a list whose items are strings or
+/// `{"text": ...}` parts (a part's `text` read the same way; a part with two `text` members gives
+/// nothing). Anything else has no text. A string without escapes is borrowed, not copied.
+struct TextPieces<'p, 'de>(&'p mut Vec<Cow<'de, str>>);
 
-impl Visitor<'_> for AppendTo<'_> {
+impl<'de> DeserializeSeed<'de> for TextPieces<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextPieces<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
+        f.write_str("message content")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<(), E> {
+        self.0.push(Cow::Borrowed(text));
+        Ok(())
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
-        append(self.0, text);
+        self.0.push(Cow::Owned(text.to_owned()));
+        Ok(())
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<(), E> {
+        self.0.push(Cow::Owned(text));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(ListPiece(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
 }
 
-fn append(out: &mut String, text: &str) {
+/// One item of a content list: a string, or a `{"text": ...}` part. Nested lists have no text.
+struct ListPiece<'p, 'de>(&'p mut Vec<Cow<'de, str>>);
+
+impl<'de> DeserializeSeed<'de> for ListPiece<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListPiece<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a content part")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<(), E> {
+        TextPieces(self.0).visit_borrowed_str(text)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        TextPieces(self.0).visit_str(text)
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<(), E> {
+        TextPieces(self.0).visit_string(text)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut text: Option<Vec<Cow<'de, str>>> = None;
+        let mut repeated = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key != "text" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let mut pieces = Vec::new();
+            map.next_value_seed(TextPieces(&mut pieces))?;
+            repeated |= text.replace(pieces).is_some();
+        }
+        if !repeated {
+            self.0.extend(text.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Appends `text` to `out` on a line of its own; the first piece is borrowed, not copied.
+#[allow(clippy::ptr_arg, reason = "a borrowed piece is kept borrowed: the `Cow` itself is needed")]
+fn append<'a>(out: &mut Cow<'a, str>, text: &Cow<'a, str>) {
     if text.is_empty() {
         return;
     }
-    if !out.is_empty() {
-        out.push('\n');
+    if out.is_empty() {
+        *out = text.clone();
+        return;
     }
+    let out = out.to_mut();
+    out.push('\n');
     out.push_str(text);
 }
 
@@ -534,7 +710,7 @@ pub struct Facts<'a> {
     pub path: &'a str,
     pub headers: &'a [(String, String)],
     pub body: &'a Body<'a>,
-    texts: OnceCell<Texts>,
+    texts: OnceCell<Texts<'a>>,
     /// [`Texts::all`], built only when a rule reads it.
     all: OnceCell<String>,
 }
@@ -553,7 +729,7 @@ impl<'a> Facts<'a> {
         }
     }
 
-    fn texts(&self) -> &Texts {
+    fn texts(&self) -> &Texts<'a> {
         self.texts.get_or_init(|| self.body.texts())
     }
 
@@ -685,9 +861,30 @@ mod tests {
     }
 
     #[test]
+    fn message_text_is_read_in_the_same_pass_and_borrowed_when_whole() {
+        let body =
+            br#"{"model":"m","messages":[{"role":"system","content":"rules"},{"role":"user","content":"plain"}]}"#;
+        let p = parse(body).unwrap();
+        let t = p.texts();
+        assert!(matches!((&t.system, &t.last_user), (Cow::Borrowed("rules"), Cow::Borrowed("plain"))), "{t:?}");
+        // Values that are not lists are no message lists, and no parse errors.
+        for messages in [r#"{"role":"user","content":"x"}"#, r#""x""#, "7", "true", "null", "[[]]"] {
+            let body = format!(r#"{{"model":"m","messages":{messages}}}"#);
+            let p = parse(body.as_bytes()).unwrap();
+            assert_eq!(p.texts(), Texts::default(), "{messages}");
+        }
+        // Parts: nested text lists count, a part with two `text` members gives nothing, nested
+        // lists and other values have no text.
+        let body = br#"{"model":"m","messages":[{"role":"user","content":[
+            {"text":["a",{"text":"b"}]},{"text":"x","text":"y"},[["c"]],{"text":{"text":"d"}},5,"e\u0066"]}]}"#;
+        let p = parse(body).unwrap();
+        assert_eq!(p.texts().last_user, "a\nb\nef");
+    }
+
+    #[test]
     fn completions_embeddings_and_responses_texts() {
         let t = parse(br#"{"model":"m","prompt":"say hi"}"#).unwrap().texts();
-        assert_eq!((t.last_user.as_str(), t.all().as_str()), ("say hi", "say hi"));
+        assert_eq!((&*t.last_user, t.all().as_str()), ("say hi", "say hi"));
         let t = parse(br#"{"model":"m","input":["a","b"]}"#).unwrap().texts();
         assert_eq!(t.last_user, "a\nb");
         let body = br#"{"model":"m","instructions":"sys","input":[
@@ -695,7 +892,7 @@ mod tests {
             {"type":"function_call_output","output":"{}"},
             {"role":"user","content":"new"}]}"#;
         let t = parse(body).unwrap().texts();
-        assert_eq!((t.system.as_str(), t.last_user.as_str(), t.all().as_str()), ("sys", "new", "sys\nold\nnew"));
+        assert_eq!((&*t.system, &*t.last_user, t.all().as_str()), ("sys", "new", "sys\nold\nnew"));
     }
 
     #[test]

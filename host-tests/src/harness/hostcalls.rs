@@ -387,12 +387,9 @@ fn proxy_set_header_map_pairs(c: &mut C<'_>, t: i32, ptr: i32, len: i32) -> Resu
     let Some(mt) = map_type(t) else { return Ok(st(Status::BadArgument)) };
     let raw = mem!(read(c, ptr, len));
     let pairs = abi::deserialize_pairs(&raw)?;
-    let status = mutate(c.data_mut(), mt, |m| {
-        m.entries_mut().clear();
-        for (k, v) in pairs {
-            m.add_owned(text(k), text(v));
-        }
-    })?;
+    // A new map: the old entries are not copied first even when a snapshot shares them.
+    let status =
+        mutate(c.data_mut(), mt, |m| *m = HeaderMap::from_owned(pairs.into_iter().map(|(k, v)| (text(k), text(v)))))?;
     Ok(st(status))
 }
 
@@ -682,8 +679,8 @@ fn proxy_define_metric(c: &mut C<'_>, t: i32, np: i32, nl: i32, ret: i32) -> Res
     Ok(OK)
 }
 
-fn metric_name(s: &VmState, id: u32, kind: MetricKind) -> Option<String> {
-    s.metric_ids.get(&id).filter(|(k, _)| *k == kind).map(|(_, n)| n.clone())
+fn metric_name(s: &VmState, id: u32, kind: MetricKind) -> Option<&str> {
+    s.metric_ids.get(&id).filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str())
 }
 
 fn kind_of(id: u32) -> Option<MetricKind> {
@@ -706,7 +703,7 @@ fn proxy_increment_metric(c: &mut C<'_>, id: i32, offset: i64) -> Result<i32> {
     if kind == MetricKind::Counter && offset <= 0 {
         return Ok(st(Status::BadArgument));
     }
-    s.shared.update_metric(&name, |v| {
+    s.shared.update_metric(name, |v| {
         match v {
             MetricValue::Counter(n) => *n = n.saturating_add(offset.unsigned_abs()),
             MetricValue::Gauge(n) => {
@@ -730,7 +727,7 @@ fn proxy_record_metric(c: &mut C<'_>, id: i32, value: i64) -> Result<i32> {
     let s = c.data();
     let Some(kind) = kind_of(id) else { return Ok(st(Status::NotFound)) };
     let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
-    s.shared.update_metric(&name, |v| {
+    s.shared.update_metric(name, |v| {
         match v {
             MetricValue::Counter(n) => *n = n.saturating_add(value),
             MetricValue::Gauge(n) => *n = value,
@@ -748,7 +745,7 @@ fn proxy_get_metric(c: &mut C<'_>, id: i32, ret: i32) -> Result<i32> {
         return Ok(st(Status::BadArgument));
     };
     let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
-    let value = s.shared.update_metric(&name, |v| match v {
+    let value = s.shared.update_metric(name, |v| match v {
         MetricValue::Counter(n) | MetricValue::Gauge(n) => Ok(*n),
         MetricValue::Histogram(_) => bail!("metric {name:?} is a histogram"),
     })?;

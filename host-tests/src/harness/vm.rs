@@ -74,6 +74,24 @@ impl HeaderMap {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
+    /// A map of entries the caller no longer needs, in their order (pseudo-headers moved ahead of
+    /// regular ones, keys lower-cased, like [`HeaderMap::add_owned`] one by one).
+    pub fn from_owned(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let pairs = pairs.into_iter();
+        let mut entries: Vec<(String, String)> = Vec::with_capacity(pairs.size_hint().0);
+        let mut pseudo = 0;
+        for (mut key, value) in pairs {
+            key.make_ascii_lowercase();
+            if key.starts_with(':') {
+                entries.insert(pseudo, (key, value));
+                pseudo += 1;
+            } else {
+                entries.push((key, value));
+            }
+        }
+        HeaderMap(Rc::new(entries))
+    }
+
     /// The entries, to change them (copied first if another copy of the map shares them).
     pub fn entries_mut(&mut self) -> &mut Vec<(String, String)> {
         Rc::make_mut(&mut self.0)

@@ -6,6 +6,12 @@
 
 use std::hint::black_box;
 
+/// The host's allocator. Envoy allocates with tcmalloc, not the C library's malloc: the harness
+/// standing in for it uses a comparable allocator, so that the host side of each hostcall costs
+/// what it would in a proxy rather than what glibc's malloc costs a test program.
+#[global_allocator]
+static HOST_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use switchyard_benches::{chat_body, sse_stream};
 use switchyard_host_tests::differential::{Env, DEMO_CONFIG};

@@ -5,7 +5,7 @@
 //! take down the VM for every request on the worker. A request's life is the `Stage` enum, and
 //! `Stage::action` is the one place where it turns into the `Action` Envoy sees.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -183,8 +183,9 @@ struct Routed {
     finished: bool,
     /// Candidates tried (1 without failover).
     attempts: usize,
-    /// A held answer's response headers as they will go to the client, written with its cost.
-    held_headers: Option<Vec<(String, String)>>,
+    /// A held answer's response headers as they will go to the client, written with its cost
+    /// (switchyard's own header names are not copied).
+    held_headers: Option<Vec<(Cow<'static, str>, String)>>,
 }
 
 /// What switchyard is doing with the upstream's answer.
@@ -378,8 +379,8 @@ impl HttpContext for Stream {
             ("x-switchyard-category", names.category.to_owned()),
             ("x-switchyard-upstream", names.upstream.to_owned()),
             ("x-switchyard-model", names.model.to_owned()),
-            ("x-switchyard-attempts", attempts.to_string()),
-            ("x-switchyard-upstream-ms", upstream_ms.to_string()),
+            ("x-switchyard-attempts", decimal(attempts as u64)),
+            ("x-switchyard-upstream-ms", decimal(upstream_ms)),
         ];
         if let Some(from) = failed_over_from {
             ours.push(("x-switchyard-failover-from", from));
@@ -405,9 +406,12 @@ impl HttpContext for Stream {
         if matches!(routed.answer, Answer::Held) {
             // The headers wait for the priced body: they are written once, with the cost
             // figures, in one hostcall (`deliver`).
-            let mut held: Vec<(String, String)> =
-                headers.into_iter().filter(|(name, _)| !name.starts_with(OWN_PREFIX)).collect();
-            held.extend(ours.into_iter().map(|(name, value)| (name.to_owned(), value)));
+            let mut held: Vec<(Cow<'static, str>, String)> = headers
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with(OWN_PREFIX))
+                .map(|(name, value)| (Cow::Owned(name), value))
+                .collect();
+            held.extend(ours.into_iter().map(|(name, value)| (Cow::Borrowed(name), value)));
             routed.held_headers = Some(held);
         } else {
             strip_own(&headers);
@@ -562,7 +566,7 @@ impl Stream {
             );
             let retries =
                 if decision.stream && !failover.streaming { 0 } else { decision.plan.len().saturating_sub(1) };
-            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &retries.to_string());
+            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &decimal(retries as u64));
         } else if let Some(path) = &decision.path {
             set_header(MapType::HttpRequestHeaders, ":path", path);
         }
@@ -570,7 +574,7 @@ impl Stream {
             if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, body) {
                 log(LogLevel::Error, &format!("switchyard: cannot rewrite request body: {status:?}"));
             }
-            set_header(MapType::HttpRequestHeaders, "content-length", &body.len().to_string());
+            set_header(MapType::HttpRequestHeaders, "content-length", &decimal(body.len() as u64));
         }
         let routed = Routed {
             category: decision.category,
@@ -597,16 +601,16 @@ impl Stream {
         let mut fields = vec![
             ("x-switchyard-cost-usd", cost.clone()),
             ("x-switchyard-cost-status", priced.status().to_owned()),
-            ("x-switchyard-total-ms", now.saturating_sub(self.started_ms).to_string()),
+            ("x-switchyard-total-ms", decimal(now.saturating_sub(self.started_ms))),
         ];
         if let Some(usage) = priced.usage() {
-            fields.push(("x-switchyard-input-tokens", usage.input.to_string()));
-            fields.push(("x-switchyard-output-tokens", usage.output.to_string()));
+            fields.push(("x-switchyard-input-tokens", decimal(usage.input)));
+            fields.push(("x-switchyard-output-tokens", decimal(usage.output)));
             if usage.cached_input > 0 {
-                fields.push(("x-switchyard-cached-input-tokens", usage.cached_input.to_string()));
+                fields.push(("x-switchyard-cached-input-tokens", decimal(usage.cached_input)));
             }
             if usage.reasoning > 0 {
-                fields.push(("x-switchyard-reasoning-tokens", usage.reasoning.to_string()));
+                fields.push(("x-switchyard-reasoning-tokens", decimal(usage.reasoning)));
             }
         }
         let map = match carry {
@@ -614,7 +618,7 @@ impl Stream {
             Carry::Trailers => {
                 if let Stage::Routed(routed) = &self.stage {
                     if let Some(ttft) = routed.ttft_ms {
-                        fields.push(("x-switchyard-ttft-ms", ttft.to_string()));
+                        fields.push(("x-switchyard-ttft-ms", decimal(ttft)));
                     }
                 }
                 MapType::HttpResponseTrailers
@@ -626,8 +630,8 @@ impl Stream {
         };
         match held {
             Some(mut all) => {
-                all.extend(fields.into_iter().map(|(name, value)| (name.to_owned(), value)));
-                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                all.extend(fields.into_iter().map(|(name, value)| (Cow::Borrowed(name), value)));
+                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
                 if let Err(status) = hostcalls::set_map(map, pairs) {
                     log(LogLevel::Error, &format!("switchyard: cannot write the response headers: {status:?}"));
                 }
@@ -791,9 +795,28 @@ fn push_json_string(out: &mut String, text: &str) {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut String, n: u64) {
-    // Writing to a `String` cannot fail.
-    let _ = write!(out, "{n}");
+fn push_decimal(out: &mut String, mut n: u64) {
+    // Digits from the last, into a buffer on the stack: the formatting machinery costs several
+    // times more in the VM, and header values and the access-log object are mostly numbers.
+    let mut digits = [0u8; 20];
+    let mut len = 0usize;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
+        n /= 10;
+        len = len.saturating_add(1);
+        if n == 0 {
+            break;
+        }
+    }
+    let text = digits.get(digits.len().saturating_sub(len)..).unwrap_or_default();
+    out.push_str(std::str::from_utf8(text).unwrap_or_default());
+}
+
+/// `n` in decimal, as a header value.
+fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    push_decimal(&mut out, n);
+    out
 }
 
 /// Envoy's shared data, seen by every worker's VM: where cooldowns live.
@@ -929,10 +952,16 @@ mod tests {
 
     #[test]
     fn decimals_are_written_whole() {
-        for n in [0, 7, 10, 999, 1_000_000, u64::MAX] {
-            let mut out = String::new();
+        let mut cases = vec![0, 7, u64::MAX, u64::MAX - 1];
+        for power in 1..=19 {
+            let p = 10u64.pow(power);
+            cases.extend([p - 1, p, p + 1]);
+        }
+        for n in cases {
+            let mut out = String::from("x");
             push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string());
+            assert_eq!(out, format!("x{n}"));
+            assert_eq!(decimal(n), n.to_string());
         }
     }
 }

@@ -546,6 +546,17 @@ mod tests {
     }
 
     #[test]
+    fn replaced_data_gets_one_line_per_line_across_its_parts() {
+        let mut out = Vec::new();
+        replace_data(&mut out, b"id: 1\r\ndata:old\r\ndata:old\r\n\r\n", &["x\ny", "\nz", "", "w\n"], false);
+        assert_eq!(out, b"id: 1\r\ndata:x\r\ndata:y\r\ndata:zw\r\ndata:\r\n\r\n");
+        // The stripped member's comma and the line breaks around it.
+        let input = "data: {\"a\":1,\ndata: \"b\":2,\"usage\":null\ndata: }\n\n";
+        let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
+        assert_eq!(play(&mut a, input, 5), "data: {\"a\":1,\ndata: \"b\":2\ndata: }\n\n");
+    }
+
+    #[test]
     fn stream_without_usage_is_reported() {
         let mut a = StreamedAnswer::new(UsageChunk::Injected, price(), 1 << 20);
         let input = [CHUNK1, CHUNK2, DONE].concat().replace(",\"usage\":null", "");

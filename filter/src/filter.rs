@@ -5,7 +5,6 @@
 //! take down the VM for every request on the worker. A request's life is the `Stage` enum, and
 //! `Stage::action` is the one place where it turns into the `Action` Envoy sees.
 
-use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -183,9 +182,6 @@ struct Routed {
     finished: bool,
     /// Candidates tried (1 without failover).
     attempts: usize,
-    /// A held answer's response headers as they will go to the client, written with its cost
-    /// (switchyard's own header names are not copied).
-    held_headers: Option<Vec<(Cow<'static, str>, String)>>,
 }
 
 /// What switchyard is doing with the upstream's answer.
@@ -324,8 +320,7 @@ impl HttpContext for Stream {
         if matches!(self.stage, Stage::Refused) {
             return Action::Continue;
         }
-        // Upstreams may not speak for switchyard: their `x-switchyard-*` headers go (at once, or
-        // with the rest of a held answer's headers when it is priced).
+        // Upstreams may not speak for switchyard: their `x-switchyard-*` headers go.
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
         let strip_own = |headers: &[(String, String)]| {
             for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
@@ -403,22 +398,12 @@ impl HttpContext for Stream {
         } else {
             Answer::Passing
         };
-        if matches!(routed.answer, Answer::Held) {
-            // The headers wait for the priced body: they are written once, with the cost
-            // figures, in one hostcall (`deliver`).
-            let mut held: Vec<(Cow<'static, str>, String)> = headers
-                .into_iter()
-                .filter(|(name, _)| !name.starts_with(OWN_PREFIX))
-                .map(|(name, value)| (Cow::Owned(name), value))
-                .collect();
-            held.extend(ours.into_iter().map(|(name, value)| (Cow::Borrowed(name), value)));
-            routed.held_headers = Some(held);
-        } else {
-            strip_own(&headers);
-            // The upstream's own headers are gone: adding costs Envoy less than replacing.
-            for (name, value) in &ours {
-                add_header(MapType::HttpResponseHeaders, name, value);
-            }
+        // The upstream's own headers are gone: adding costs Envoy less than replacing, and far
+        // less than writing the whole map again. A held answer's headers wait in Envoy for the
+        // priced body; its cost figures are added to them then (`deliver`).
+        strip_own(&headers);
+        for (name, value) in &ours {
+            add_header(MapType::HttpResponseHeaders, name, value);
         }
         let passing = matches!(routed.answer, Answer::Passing);
         if end_of_stream && (200..300).contains(&status) {
@@ -587,7 +572,6 @@ impl Stream {
             answer: Answer::Awaiting,
             finished: false,
             attempts: 1,
-            held_headers: None,
         };
         let names = RouteNames::of(config, &routed);
         self.metrics.route(metrics::REQUESTS, names.route(), None, 1);
@@ -624,22 +608,11 @@ impl Stream {
                 MapType::HttpResponseTrailers
             }
         };
-        let held = match (&mut self.stage, carry) {
-            (Stage::Routed(routed), Carry::Headers) => routed.held_headers.take(),
-            _ => None,
-        };
-        match held {
-            Some(mut all) => {
-                all.extend(fields.into_iter().map(|(name, value)| (Cow::Borrowed(name), value)));
-                let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
-                if let Err(status) = hostcalls::set_map(map, pairs) {
-                    log(LogLevel::Error, &format!("switchyard: cannot write the response headers: {status:?}"));
-                }
-            }
-            None => {
-                for (name, value) in fields {
-                    set_header(map, name, &value);
-                }
+        for (name, value) in &fields {
+            match carry {
+                // The upstream's `x-switchyard-*` headers were removed with its response headers.
+                Carry::Headers => add_header(map, name, value),
+                Carry::Trailers => set_header(map, name, value),
             }
         }
         self.finish_at(Some((priced, &cost)), now);

@@ -366,6 +366,38 @@ pub enum TextSource {
     All,
 }
 
+/// The `visit_*` methods of a reader for which a JSON number, boolean or null holds nothing it
+/// reads: each gives `$none`.
+macro_rules! nothing_in_scalars {
+    ($none:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+    };
+}
+
+/// [`nothing_in_scalars`], and strings hold nothing either.
+macro_rules! nothing_in_strings_or_scalars {
+    ($none:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        nothing_in_scalars!($none);
+    };
+}
+
 /// One message of a list: its role, and the text of its content in pieces.
 #[derive(Debug)]
 struct Message<'a> {
@@ -397,24 +429,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Messages<'a> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Messages(None))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Messages<'de>, E> {
-                Ok(Messages(None))
-            }
+            nothing_in_strings_or_scalars!(Messages(None));
         }
         deserializer.deserialize_any(ListVisitor)
     }
@@ -506,29 +521,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
         Ok(Item(None))
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Item<'de>, E> {
-        Ok(Item(None))
-    }
+    nothing_in_strings_or_scalars!(Item(None));
 }
 
 /// Walks a raw list of role/content messages; false when `raw` is not such a list.
@@ -595,25 +588,7 @@ impl<'de> Visitor<'de> for TextPieces<'_, 'de> {
         Ok(())
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
+    nothing_in_scalars!(());
 }
 
 /// One item of a content list: a string, or a `{"text": ...}` part. Nested lists have no text.
@@ -669,25 +644,7 @@ impl<'de> Visitor<'de> for ListPiece<'_, 'de> {
         Ok(())
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
+    nothing_in_scalars!(());
 }
 
 /// Appends `text` to `out` on a line of its own; the first piece is borrowed, not copied.

@@ -22,6 +22,10 @@ pub struct Keywords {
     words: Vec<Word>,
     /// Non-ASCII characters that fold to a keyword's letter; a text containing one goes to `regex`.
     partners: Vec<Finder<'static>>,
+    /// The first bytes of the partners' UTF-8 encodings, when there are at most two (as for the
+    /// ASCII letters: `K` and `ſ`): a text without any of them, found in one vector scan, has no
+    /// partner, and is not searched for each.
+    partner_leads: Option<Vec<u8>>,
     /// The alternation of the keywords, for the texts above.
     regex: Regex,
 }
@@ -57,15 +61,25 @@ impl Keywords {
             partners.dedup();
         }
         let words = words.iter().map(|w| Word::new(w.as_bytes(), case_insensitive)).collect();
+        let mut leads: Vec<u8> = partners.iter().filter_map(|c| c.encode_utf8(&mut [0; 4]).bytes().next()).collect();
+        leads.sort_unstable();
+        leads.dedup();
+        let partner_leads = (leads.len() <= 2).then_some(leads);
         let partners =
             partners.into_iter().map(|c| Finder::new(c.encode_utf8(&mut [0; 4]).as_bytes()).into_owned()).collect();
-        Some(Keywords { words, partners, regex })
+        Some(Keywords { words, partners, partner_leads, regex })
     }
 
     /// Whether `text` contains one of the keywords.
     pub fn is_match(&self, text: &str) -> bool {
         let bytes = text.as_bytes();
-        if self.partners.iter().any(|p| p.find(bytes).is_some()) {
+        let may_have_partner = match self.partner_leads.as_deref() {
+            Some([]) => false,
+            Some([a]) => memchr2(*a, *a, bytes).is_some(),
+            Some([a, b]) => memchr2(*a, *b, bytes).is_some(),
+            _ => true,
+        };
+        if may_have_partner && self.partners.iter().any(|p| p.find(bytes).is_some()) {
             return self.regex.is_match(text);
         }
         self.words.iter().any(|w| w.is_in(bytes))
@@ -181,9 +195,12 @@ mod tests {
         // U+212A KELVIN SIGN folds to `k`, U+017F LATIN SMALL LETTER LONG S to `s`.
         let words = ["chargeback", "stolen card"];
         agree(&words, &["chargebac\u{212a}", "\u{17f}tolen card", "\u{17f}tolen", "charge\u{212a}ack", "back"]);
+        // Other characters sharing a partner's first byte (U+0150, U+2122) or not (é).
+        agree(&words, &["\u{150} chargeback", "\u{2122} \u{17f}tolen card", "é charge\u{212a}ack", "\u{150}\u{2122}é"]);
         let fast = keywords(&words, true).unwrap();
         assert!(fast.is_match("chargebac\u{212a}"));
         assert_eq!(fast.partners.len(), 2);
+        assert_eq!(fast.partner_leads.as_deref(), Some(&[0xC5, 0xE2][..]));
         assert!(keywords(&["fraud"], true).unwrap().partners.is_empty());
         assert!(keywords(&["stolen"], false).unwrap().partners.is_empty());
     }

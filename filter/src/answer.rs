@@ -247,30 +247,19 @@ fn strip_null_usage(data: &str) -> Option<(&str, &str)> {
 /// after the member is walked; in a chunk, `usage` is one of the last members.
 fn null_usage_member(data: &[u8]) -> Option<(usize, usize)> {
     const NULL: &[u8] = b"null";
-    const KEY_LEN: usize = b"\"usage\"".len();
-    let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let skip_ws = |mut at: usize| {
-        while data.get(at).is_some_and(is_ws) {
-            at = at.saturating_add(1);
-        }
-        at
-    };
-    usage::USAGE_KEY.find_iter(data).find_map(|at| {
+    usage::usage_values(data).find_map(|(at, value)| {
         let backslashes = data.get(..at)?.iter().rev().take_while(|b| **b == b'\\').count();
         if backslashes % 2 == 1 {
             return None;
         }
-        let colon = skip_ws(at.saturating_add(KEY_LEN));
-        if data.get(colon) != Some(&b':') {
-            return None;
-        }
-        let value = skip_ws(colon.saturating_add(1));
         let value_end = value.saturating_add(NULL.len());
-        if data.get(value..value_end) != Some(NULL) || !matches!(data.get(skip_ws(value_end)), Some(b',' | b'}')) {
+        if data.get(value..value_end) != Some(NULL)
+            || !matches!(data.get(usage::skip_json_space(data, value_end)), Some(b',' | b'}'))
+        {
             return None;
         }
         let closing = enclosing_close(data, value_end)?;
-        data.get(closing.saturating_add(1)..)?.iter().all(is_ws).then_some((at, value_end))
+        data.get(closing.saturating_add(1)..)?.iter().all(usage::is_json_space).then_some((at, value_end))
     })
 }
 

@@ -68,7 +68,7 @@ fn parse_event(data: &str) -> Option<Usage> {
 }
 
 /// A searcher for the text `"usage"`, built once (building one costs more than searching a chunk).
-pub(crate) static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
 /// False when no member named `usage` in `data` can have an object for its value, which is most
 /// chunks of a stream (`"usage":null`, or no `usage` at all): those need no parse. Without a `\u`
@@ -82,11 +82,32 @@ fn may_hold_usage_object(data: &str) -> bool {
     if memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u')) {
         return true;
     }
-    let is_space = |b: &&u8| matches!(**b, b' ' | b'\t' | b'\n' | b'\r');
-    USAGE_KEY.find_iter(bytes).any(|at| {
-        let mut after = bytes.get(at + 7..).unwrap_or_default().iter().skip_while(is_space);
-        after.next() == Some(&b':') && after.find(|b| !is_space(b)) == Some(&b'{')
+    usage_values(bytes).any(|(_, value)| bytes.get(value) == Some(&b'{'))
+}
+
+/// Each `"usage"` in `bytes` that is followed by `:` (JSON whitespace around it allowed): where the
+/// text `"usage"` starts and where the value after the colon starts. These are candidates, found
+/// with a vector search; whether one really is a key of the object the caller means is the
+/// caller's to decide.
+pub(crate) fn usage_values(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    const KEY_LEN: usize = b"\"usage\"".len();
+    USAGE_KEY.find_iter(bytes).filter_map(move |at| {
+        let colon = skip_json_space(bytes, at.saturating_add(KEY_LEN));
+        (bytes.get(colon) == Some(&b':')).then(|| (at, skip_json_space(bytes, colon.saturating_add(1))))
     })
+}
+
+/// JSON whitespace.
+pub(crate) fn is_json_space(byte: &u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The first index at or after `at` that is not JSON whitespace.
+pub(crate) fn skip_json_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(is_json_space) {
+        at = at.saturating_add(1);
+    }
+    at
 }
 
 /// True for the extra final chunk `stream_options.include_usage` adds: `choices` is an empty array

@@ -74,22 +74,15 @@ impl HeaderMap {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
-    /// A map of entries the caller no longer needs, in their order (pseudo-headers moved ahead of
-    /// regular ones, keys lower-cased, like [`HeaderMap::add_owned`] one by one).
+    /// A map of entries the caller no longer needs, added in their order with
+    /// [`HeaderMap::add_owned`] (a new map: nothing is copied on the way).
     pub fn from_owned(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         let pairs = pairs.into_iter();
-        let mut entries: Vec<(String, String)> = Vec::with_capacity(pairs.size_hint().0);
-        let mut pseudo = 0;
-        for (mut key, value) in pairs {
-            key.make_ascii_lowercase();
-            if key.starts_with(':') {
-                entries.insert(pseudo, (key, value));
-                pseudo += 1;
-            } else {
-                entries.push((key, value));
-            }
+        let mut map = HeaderMap(Rc::new(Vec::with_capacity(pairs.size_hint().0)));
+        for (key, value) in pairs {
+            map.add_owned(key, value);
         }
-        HeaderMap(Rc::new(entries))
+        map
     }
 
     /// The entries, to change them (copied first if another copy of the map shares them).

@@ -597,23 +597,20 @@ impl Stream {
                 fields.push(("x-switchyard-reasoning-tokens", decimal(usage.reasoning)));
             }
         }
-        let map = match carry {
-            Carry::Headers => MapType::HttpResponseHeaders,
+        let (map, write): (MapType, fn(MapType, &str, &str)) = match carry {
+            // The upstream's `x-switchyard-*` headers were removed with its response headers.
+            Carry::Headers => (MapType::HttpResponseHeaders, add_header),
             Carry::Trailers => {
                 if let Stage::Routed(routed) = &self.stage {
                     if let Some(ttft) = routed.ttft_ms {
                         fields.push(("x-switchyard-ttft-ms", decimal(ttft)));
                     }
                 }
-                MapType::HttpResponseTrailers
+                (MapType::HttpResponseTrailers, set_header)
             }
         };
         for (name, value) in &fields {
-            match carry {
-                // The upstream's `x-switchyard-*` headers were removed with its response headers.
-                Carry::Headers => add_header(map, name, value),
-                Carry::Trailers => set_header(map, name, value),
-            }
+            write(map, name, value);
         }
         self.finish_at(Some((priced, &cost)), now);
     }

@@ -338,14 +338,12 @@ impl<'a> Texts<'a> {
         true
     }
 
-    /// All message text: system, then the earlier messages, then the last user message.
-    pub fn all(&self) -> String {
-        let mut all = String::with_capacity(self.all_len());
-        for part in self.parts().into_iter().filter(|p| !p.is_empty()) {
-            if !all.is_empty() {
-                all.push('\n');
-            }
-            all.push_str(part);
+    /// All message text: system, then the earlier messages, then the last user message (borrowed
+    /// when only one of them has text).
+    pub fn all(&self) -> Cow<'a, str> {
+        let mut all = Cow::Borrowed("");
+        for part in [&self.system, &self.user_history, &self.last_user] {
+            append(&mut all, part);
         }
         all
     }
@@ -658,6 +656,7 @@ fn append<'a>(out: &mut Cow<'a, str>, text: &Cow<'a, str>) {
         return;
     }
     let out = out.to_mut();
+    out.reserve(text.len().saturating_add(1));
     out.push('\n');
     out.push_str(text);
 }
@@ -669,7 +668,7 @@ pub struct Facts<'a> {
     pub body: &'a Body<'a>,
     texts: OnceCell<Texts<'a>>,
     /// [`Texts::all`], built only when a rule reads it.
-    all: OnceCell<String>,
+    all: OnceCell<Cow<'a, str>>,
 }
 
 impl<'a> Facts<'a> {
@@ -841,7 +840,7 @@ mod tests {
     #[test]
     fn completions_embeddings_and_responses_texts() {
         let t = parse(br#"{"model":"m","prompt":"say hi"}"#).unwrap().texts();
-        assert_eq!((&*t.last_user, t.all().as_str()), ("say hi", "say hi"));
+        assert_eq!((&*t.last_user, &*t.all()), ("say hi", "say hi"));
         let t = parse(br#"{"model":"m","input":["a","b"]}"#).unwrap().texts();
         assert_eq!(t.last_user, "a\nb");
         let body = br#"{"model":"m","instructions":"sys","input":[
@@ -849,7 +848,7 @@ mod tests {
             {"type":"function_call_output","output":"{}"},
             {"role":"user","content":"new"}]}"#;
         let t = parse(body).unwrap().texts();
-        assert_eq!((&*t.system, &*t.last_user, t.all().as_str()), ("sys", "new", "sys\nold\nnew"));
+        assert_eq!((&*t.system, &*t.last_user, &*t.all()), ("sys", "new", "sys\nold\nnew"));
     }
 
     #[test]

@@ -219,6 +219,21 @@ fn header_pause_without_allow_on_headers_stop_iteration_holds_the_body() {
 }
 
 #[test]
+fn the_access_log_reads_held_headers_as_the_filter_left_them() {
+    let host = host();
+    let mut s = host.stream().unwrap();
+    let up = s.request(&headers("rewrite-then-reply"), b"").unwrap();
+    assert!(!up.forwarded());
+    assert_eq!(s.client().unwrap().status, Some(403));
+    let id = s.context_id();
+    assert!(
+        host.logged(&format!("on_log stream {id} scenario rewrite-then-reply path /rewritten")),
+        "{:?}",
+        host.logs()
+    );
+}
+
+#[test]
 fn local_reply_goes_through_the_response_callbacks() {
     let host = host();
     let mut s = host.stream().unwrap();

@@ -308,6 +308,12 @@ impl HttpContext for ProbeHttp {
                 let _ = hostcalls::send_http_response(403, vec![("x-probe", "denied")], Some(b"denied by probe"));
                 Action::Pause
             }
+            "rewrite-then-reply" => {
+                // Changes the held headers, then never lets them go: the access log still reads them.
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some("/rewritten"));
+                let _ = hostcalls::send_http_response(403, vec![], Some(b"denied by probe"));
+                Action::Pause
+            }
             "grpc" => {
                 // SAFETY: a plain call with an integer argument.
                 let s = unsafe { proxy_grpc_cancel(1) };

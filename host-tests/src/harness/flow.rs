@@ -252,15 +252,11 @@ impl HostInner {
     fn on_headers(&mut self, key: Key, dir: Dir, map: HeaderMap, eos: bool) -> Result<()> {
         let n = map.len();
         let st = self.stream_state(key)?;
+        // No access-log copy yet: the log reads this map as the filters leave it (`finish`), and a
+        // second holder would make the filter's first change copy every entry.
         match dir {
-            Dir::Request => {
-                st.log_req_headers = Some(map.clone());
-                st.req_headers = MapAccess::Live(map);
-            }
-            Dir::Response => {
-                st.log_resp_headers = Some(map.clone());
-                st.resp_headers = MapAccess::Live(map);
-            }
+            Dir::Request => st.req_headers = MapAccess::Live(map),
+            Dir::Response => st.resp_headers = MapAccess::Live(map),
         }
         self.df(key, dir)?.headers_eos = eos;
         let action = self.call_cb(key, dir, Cb::Headers, n, eos)?;
@@ -414,10 +410,7 @@ impl HostInner {
         let st = self.stream_state(key)?;
         match dir {
             Dir::Request => st.req_trailers = MapAccess::Live(map),
-            Dir::Response => {
-                st.log_resp_trailers = Some(map.clone());
-                st.resp_trailers = MapAccess::Live(map);
-            }
+            Dir::Response => st.resp_trailers = MapAccess::Live(map),
         }
         let action = self.call_cb(key, dir, Cb::Trailers, n, true)?;
         let acts = self.take_actions(key)?;
@@ -589,6 +582,16 @@ impl HostInner {
         let (w, id) = key;
         let st = self.stream_state(key)?;
         st.in_log_phase = true;
+        // Maps still held (never forwarded) are logged as the filters left them.
+        if let Some(m) = st.req_headers.readable().or(st.continued_req_headers.as_ref()) {
+            st.log_req_headers = Some(m.clone());
+        }
+        if let Some(m) = st.resp_headers.readable() {
+            st.log_resp_headers = Some(m.clone());
+        }
+        if let Some(m) = st.resp_trailers.readable() {
+            st.log_resp_trailers = Some(m.clone());
+        }
         st.req_headers = MapAccess::Unavailable;
         st.resp_headers = MapAccess::Unavailable;
         st.req_trailers = MapAccess::Unavailable;

@@ -206,7 +206,8 @@ pub struct StreamState {
     /// Trailers a body callback added at end of stream (Envoy's `addDecodedTrailers`).
     pub added_req_trailers: Option<HeaderMap>,
     pub added_resp_trailers: Option<HeaderMap>,
-    /// Snapshots the access-log phase (`proxy_on_log`) reads.
+    /// What the access-log phase (`proxy_on_log`) reads: each map as it was when it stopped being
+    /// readable (forwarded, replaced by a local reply, or still held at the end of the stream).
     pub log_req_headers: Option<HeaderMap>,
     pub log_resp_headers: Option<HeaderMap>,
     pub log_resp_trailers: Option<HeaderMap>,

@@ -12,6 +12,7 @@ use crate::config::Price;
 use crate::cost::{self, Cost, Unpriced};
 use crate::route::UsageChunk;
 use crate::sse::{Event, SseSplitter};
+use crate::text::{push_decimal, push_json_string};
 use crate::usage::{self, Usage};
 
 /// What is known about an answer's price.
@@ -48,7 +49,7 @@ impl Priced {
     /// The `x-switchyard-cost-usd` value: a decimal string, or `unknown`.
     pub fn cost_text(&self) -> String {
         match self {
-            Priced::Cost(_, cost) => cost.to_string(),
+            Priced::Cost(_, cost) => cost.text(),
             _ => "unknown".to_owned(),
         }
     }
@@ -210,14 +211,22 @@ fn annotate(data: &str, priced: &Priced, timing: Timing) -> Option<String> {
     };
     let trimmed = with_cost.trim_end();
     let body = trimmed.strip_suffix('}')?;
-    let member = format!(
-        r#","switchyard":{{"cost_usd":"{cost}","cost_status":"{}","upstream_ms":{},"ttft_ms":{},"total_ms":{}}}}}"#,
-        priced.status(),
-        timing.upstream_ms,
-        timing.ttft_ms,
-        timing.total_ms
-    );
-    Some(format!("{body}{member}"))
+    let mut out = String::with_capacity(body.len().saturating_add(160));
+    out.push_str(body);
+    out.push_str(r#","switchyard":{"cost_usd":"#);
+    push_json_string(&mut out, &cost);
+    out.push_str(r#","cost_status":"#);
+    push_json_string(&mut out, priced.status());
+    for (key, value) in [
+        (r#","upstream_ms":"#, timing.upstream_ms),
+        (r#","ttft_ms":"#, timing.ttft_ms),
+        (r#","total_ms":"#, timing.total_ms),
+    ] {
+        out.push_str(key);
+        push_decimal(&mut out, value);
+    }
+    out.push_str("}}");
+    Some(out)
 }
 
 /// `data` without its top-level `"usage": null` member, when it has one, as the text before the

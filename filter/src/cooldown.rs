@@ -175,7 +175,14 @@ impl<'s, S: SharedStore> Cooldowns<'s, S> {
     }
 
     fn key(upstream: &str, model: &str) -> String {
-        format!("switchyard.cooldown.{upstream}/{model}")
+        // Looked up for every routed request: pushed, not formatted.
+        const PREFIX: &str = "switchyard.cooldown.";
+        let mut key = String::with_capacity(PREFIX.len() + upstream.len() + 1 + model.len());
+        key.push_str(PREFIX);
+        key.push_str(upstream);
+        key.push('/');
+        key.push_str(model);
+        key
     }
 
     /// Until when (Unix ms) `upstream`+`model` is cooling; `None` when it is not (or no longer).

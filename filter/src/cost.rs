@@ -24,6 +24,7 @@
 use std::fmt;
 
 use crate::config::{Price, UsdPerMillion};
+use crate::text::{push_decimal, push_digits};
 use crate::usage::Usage;
 
 /// Femto-dollars in one USD.
@@ -80,30 +81,51 @@ impl std::iter::Sum for Cost {
 }
 
 /// Decimal USD with no exponent and no trailing zeros: `0`, `0.000345`, `12.5`, `0.000000000000001`.
-impl fmt::Display for Cost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Cost {
+    /// Appends the decimal USD text [`Display`](fmt::Display) shows, without the formatting
+    /// machinery (the hot path writes one per answer).
+    pub fn push_text(self, out: &mut String) {
+        let per_usd = FEMTOS_PER_USD as u64;
         // Costs below 18,446 USD fit in 64 bits, whose division is one instruction in wasm (128-bit
         // division is a library call). The fraction is below 10^15 either way.
         let mut fraction = match u64::try_from(self.0) {
             Ok(small) => {
-                let per_usd = FEMTOS_PER_USD as u64;
-                write!(f, "{}", small / per_usd)?;
+                push_decimal(out, small / per_usd);
                 small % per_usd
             }
             Err(_) => {
-                write!(f, "{}", self.0 / FEMTOS_PER_USD)?;
+                let whole = self.0 / FEMTOS_PER_USD;
+                // Above u64::MAX whole dollars (a saturated sum): the rare wide case.
+                match u64::try_from(whole) {
+                    Ok(whole) => push_decimal(out, whole),
+                    Err(_) => out.push_str(&whole.to_string()),
+                }
                 (self.0 % FEMTOS_PER_USD) as u64
             }
         };
         if fraction == 0 {
-            return Ok(());
+            return;
         }
         let mut digits = FRACTION_DIGITS;
         while fraction.is_multiple_of(10) {
             fraction /= 10;
             digits = digits.saturating_sub(1);
         }
-        write!(f, ".{fraction:0digits$}")
+        out.push('.');
+        push_digits(out, fraction, digits);
+    }
+
+    /// [`Cost::push_text`] into a new string.
+    pub fn text(self) -> String {
+        let mut out = String::with_capacity(24);
+        self.push_text(&mut out);
+        out
+    }
+}
+
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
     }
 }
 

@@ -20,6 +20,7 @@ use crate::metrics::{self, Metrics};
 use crate::plan;
 use crate::request::{self, Endpoint};
 use crate::route::{self, Decision, Refusal, UsageChunk};
+use crate::text::{decimal, push_decimal, push_json_string};
 
 /// The prefix of every header switchyard owns; clients and upstreams may not send these.
 pub(crate) const OWN_PREFIX: &str = "x-switchyard-";
@@ -735,60 +736,6 @@ impl JsonObject {
     }
 }
 
-/// Appends `text` as a JSON string literal.
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    let mut rest = text;
-    while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
-        let (plain, tail) = rest.split_at(at);
-        out.push_str(plain);
-        let mut chars = tail.chars();
-        match chars.next() {
-            Some('"') => out.push_str("\\\""),
-            Some('\\') => out.push_str("\\\\"),
-            Some('\n') => out.push_str("\\n"),
-            Some('\r') => out.push_str("\\r"),
-            Some('\t') => out.push_str("\\t"),
-            Some(c) => {
-                let code = u32::from(c);
-                out.push_str("\\u00");
-                for nibble in [code >> 4, code & 0xf] {
-                    out.push(char::from_digit(nibble, 16).unwrap_or('0'));
-                }
-            }
-            None => {}
-        }
-        rest = chars.as_str();
-    }
-    out.push_str(rest);
-    out.push('"');
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, mut n: u64) {
-    // Digits from the last, into a buffer on the stack: the formatting machinery costs several
-    // times more in the VM, and header values and the access-log object are mostly numbers.
-    let mut digits = [0u8; 20];
-    let mut len = 0usize;
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
-        n /= 10;
-        len = len.saturating_add(1);
-        if n == 0 {
-            break;
-        }
-    }
-    let text = digits.get(digits.len().saturating_sub(len)..).unwrap_or_default();
-    out.push_str(std::str::from_utf8(text).unwrap_or_default());
-}
-
-/// `n` in decimal, as a header value.
-fn decimal(n: u64) -> String {
-    let mut out = String::with_capacity(20);
-    push_decimal(&mut out, n);
-    out
-}
-
 /// Envoy's shared data, seen by every worker's VM: where cooldowns live.
 pub(crate) struct EnvoyShared;
 
@@ -918,20 +865,5 @@ mod tests {
         );
         assert!(text.starts_with(r#"{"category":"a \"quoted\" \\ name\nwith\ttabs, \u0001 control"#), "{text}");
         assert_eq!(JsonObject::with_capacity(0).finish(), "{}");
-    }
-
-    #[test]
-    fn decimals_are_written_whole() {
-        let mut cases = vec![0, 7, u64::MAX, u64::MAX - 1];
-        for power in 1..=19 {
-            let p = 10u64.pow(power);
-            cases.extend([p - 1, p, p + 1]);
-        }
-        for n in cases {
-            let mut out = String::from("x");
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}"));
-            assert_eq!(decimal(n), n.to_string());
-        }
     }
 }

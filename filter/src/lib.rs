@@ -18,6 +18,7 @@ pub mod request;
 pub mod route;
 pub mod rules;
 pub mod sse;
+pub mod text;
 pub mod usage;
 
 proxy_wasm::main! {{

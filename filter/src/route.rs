@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use crate::config::{Candidate, Config};
 use crate::request::{self, Endpoint, Facts, IncludeUsage, Target};
+use crate::text::json_string;
 
 /// What to do with an inspected request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,10 +239,6 @@ fn apply_edits(body: &[u8], mut edits: Vec<Edit>) -> Vec<u8> {
     }
     out.extend_from_slice(body.get(at..).unwrap_or_default());
     out
-}
-
-fn json_string(value: &str) -> String {
-    serde_json::Value::String(value.to_owned()).to_string()
 }
 
 /// The first category whose rule matches, else the default category.

@@ -1,0 +1,114 @@
+//! JSON string literals and decimal numbers written straight into a `String`.
+//!
+//! Every answer gets several numbers in its headers and the access log's object, and every routed
+//! request a model name spliced in as a JSON string. The formatting machinery (`write!`, `Display`,
+//! serde's serializer) costs several times more than these few lines inside the VM, so the hot path
+//! writes its text here; what it writes is the same.
+
+/// Appends `text` as a JSON string literal: `"`, `\` and control characters escaped, everything
+/// else (any Unicode) as it is.
+pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut rest = text;
+    // Every character that needs an escape is ASCII, so a byte position is a character boundary.
+    while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < b' ') {
+        let (plain, tail) = rest.split_at(at);
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        match chars.next() {
+            Some('"') => out.push_str("\\\""),
+            Some('\\') => out.push_str("\\\\"),
+            Some('\n') => out.push_str("\\n"),
+            Some('\r') => out.push_str("\\r"),
+            Some('\t') => out.push_str("\\t"),
+            Some(c) => {
+                let code = u32::from(c);
+                out.push_str("\\u00");
+                for nibble in [code >> 4, code & 0xf] {
+                    out.push(char::from_digit(nibble, 16).unwrap_or('0'));
+                }
+            }
+            None => {}
+        }
+        rest = chars.as_str();
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().saturating_add(2));
+    push_json_string(&mut out, text);
+    out
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(out: &mut String, n: u64) {
+    push_digits(out, n, 1);
+}
+
+/// Appends `n` in decimal, padded with leading zeros to at least `width` digits (at most 20).
+pub fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    // Digits from the last, into a buffer on the stack.
+    let mut digits = [b'0'; 20];
+    let mut len = 0usize;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
+        n /= 10;
+        len = len.saturating_add(1);
+        if n == 0 && len >= width {
+            break;
+        }
+    }
+    let text = digits.get(digits.len().saturating_sub(len)..).unwrap_or_default();
+    out.push_str(std::str::from_utf8(text).unwrap_or_default());
+}
+
+/// `n` in decimal, as a header value.
+pub fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    push_decimal(&mut out, n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_written_whole() {
+        let mut cases = vec![0, 7, u64::MAX, u64::MAX - 1];
+        for power in 1..=19 {
+            let p = 10u64.pow(power);
+            cases.extend([p - 1, p, p + 1]);
+        }
+        for n in cases {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
+
+    #[test]
+    fn digits_are_padded_to_the_width_asked() {
+        for (n, width) in
+            [(0u64, 1usize), (0, 15), (7, 3), (345, 15), (999_999_999_999_999, 15), (12, 1), (u64::MAX, 20)]
+        {
+            let mut out = String::new();
+            push_digits(&mut out, n, width);
+            assert_eq!(out, format!("{n:0width$}"), "{n} to {width} digits");
+        }
+    }
+
+    #[test]
+    fn json_strings_match_serde_json() {
+        for text in
+            ["", "gpt-4o", "a\"b", "back\\slash", "line\nbreak\r\ttab", "\u{1}\u{1f}", "naïve – 模型 🚀", "\"\\\u{7f}"]
+        {
+            let ours = json_string(text);
+            assert_eq!(ours, serde_json::Value::String(text.to_owned()).to_string(), "{text:?}");
+            assert_eq!(serde_json::from_str::<String>(&ours).unwrap(), text);
+        }
+        // serde_json writes these two as `\b` and `\f`; the same text either way.
+        assert_eq!(serde_json::from_str::<String>(&json_string("\u{8}\u{c}")).unwrap(), "\u{8}\u{c}");
+    }
+}

@@ -184,13 +184,13 @@ impl Events {
             // client that did not ask for usage gets its chunks without it.
             (UsageChunk::Injected, None) => {
                 if let Some((before, after)) = strip_null_usage(data) {
-                    replace_data(out, event.raw, &[before, after], first);
+                    replace_data(out, event.raw, data, &[before, after], first);
                     return true;
                 }
             }
             (UsageChunk::ClientAsked, Some(_)) => {
                 if let Some(edited) = annotate(data, &Priced::from_usage(found, &self.price), timing()) {
-                    replace_data(out, event.raw, &[&edited], first);
+                    replace_data(out, event.raw, data, &[&edited], first);
                     return true;
                 }
             }
@@ -312,9 +312,21 @@ fn string_end(data: &[u8], open: usize) -> Option<usize> {
 /// and the two would read as one line end. `stream_start`: this is the stream's first event, where a
 /// byte order mark is skipped.
 /// `new` comes in parts, written one after the other as one text. The result is appended to `out`.
-fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &[&str], stream_start: bool) {
+/// `data` is the event's parsed `data`: when it is the one line of an event that has nothing else
+/// (the usual chunk), the line is replaced without walking the event's lines again.
+fn replace_data(out: &mut Vec<u8>, raw: &[u8], data: &str, new: &[&str], stream_start: bool) {
     const BOM: &[u8] = b"\xEF\xBB\xBF";
     out.reserve(raw.len().saturating_add(new.iter().map(|part| part.len()).sum()));
+    if let Some((prefix, end)) = lone_data_line(raw, data) {
+        if new.iter().all(|part| memchr::memchr(b'\n', part.as_bytes()).is_none()) {
+            out.extend_from_slice(prefix);
+            for part in new {
+                out.extend_from_slice(part.as_bytes());
+            }
+            out.extend_from_slice(end);
+            return;
+        }
+    }
     let mut rest = raw;
     if let Some(after) = rest.strip_prefix(BOM).filter(|_| stream_start) {
         out.extend_from_slice(BOM);
@@ -361,6 +373,17 @@ fn replace_data(out: &mut Vec<u8>, raw: &[u8], new: &[&str], stream_start: bool)
         }
         out.extend_from_slice(end);
     }
+}
+
+/// When the event is exactly `data:` or `data: `, then `data`, then `\n\n` or `\r\n\r\n`, with
+/// `data` borrowed from `raw` (one valid line): the bytes before and after `data`.
+fn lone_data_line<'r>(raw: &'r [u8], data: &str) -> Option<(&'r [u8], &'r [u8])> {
+    // Where `data` lies in `raw`, by address: a parsed line borrowed from the event, not a copy.
+    let start = (data.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+    let end = start.checked_add(data.len())?;
+    let prefix = raw.get(..start)?;
+    let tail = raw.get(end..)?;
+    (matches!(prefix, b"data:" | b"data: ") && matches!(tail, b"\n\n" | b"\r\n\r\n")).then_some((prefix, tail))
 }
 
 #[cfg(test)]
@@ -544,9 +567,53 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_data_line_is_replaced_as_the_line_walk_would() {
+        let events: &[&[u8]] = &[
+            b"data: {\"a\":1}\n\n",
+            b"data:{\"a\":1}\r\n\r\n",
+            b"data:  {\"a\":1}\n\n",
+            b"data: \n\n",
+            // Not the shortcut's shape: the walk handles them.
+            b"event: x\ndata: {\"a\":1}\n\n",
+            b"data: {\"a\":1}\r\r",
+            b"\xEF\xBB\xBFdata: {\"a\":1}\n\n",
+        ];
+        let mut seen = 0;
+        for raw in events {
+            let mut splitter = SseSplitter::new();
+            let mut check = |event: Event<'_>| {
+                let Some(std::borrow::Cow::Borrowed(data)) = event.data else { panic!("{raw:?}: one valid data line") };
+                for new in [&["x", "y"][..], &["x\ny"], &[""]] {
+                    let (mut fast, mut walked) = (Vec::new(), Vec::new());
+                    replace_data(&mut fast, event.raw, data, new, true);
+                    // The same text at another address is not the event's line: the walk runs.
+                    let copy = String::from(data);
+                    replace_data(&mut walked, event.raw, copy.as_str(), new, true);
+                    assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&walked), "{raw:?} {new:?}");
+                }
+                seen += 1;
+            };
+            splitter.feed(raw, &mut check);
+            splitter.finish(&mut check);
+        }
+        assert_eq!(seen, events.len());
+        let raw: &[u8] = b"data: {\"a\":1}\n\n";
+        let data = std::str::from_utf8(&raw[6..13]).unwrap();
+        assert_eq!(lone_data_line(raw, data), Some((&b"data: "[..], &b"\n\n"[..])));
+        assert_eq!(lone_data_line(raw, &data[1..]), None, "not the whole value");
+        assert_eq!(lone_data_line(raw, "{\"a\":1}"), None, "a copy elsewhere");
+    }
+
+    #[test]
     fn replaced_data_gets_one_line_per_line_across_its_parts() {
         let mut out = Vec::new();
-        replace_data(&mut out, b"id: 1\r\ndata:old\r\ndata:old\r\n\r\n", &["x\ny", "\nz", "", "w\n"], false);
+        replace_data(
+            &mut out,
+            b"id: 1\r\ndata:old\r\ndata:old\r\n\r\n",
+            "old\nold",
+            &["x\ny", "\nz", "", "w\n"],
+            false,
+        );
         assert_eq!(out, b"id: 1\r\ndata:x\r\ndata:y\r\ndata:zw\r\ndata:\r\n\r\n");
         // The stripped member's comma and the line breaks around it.
         let input = "data: {\"a\":1,\ndata: \"b\":2,\"usage\":null\ndata: }\n\n";

@@ -316,9 +316,10 @@ fn string_end(data: &[u8], open: usize) -> Option<usize> {
 /// (the usual chunk), the line is replaced without walking the event's lines again.
 fn replace_data(out: &mut Vec<u8>, raw: &[u8], data: &str, new: &[&str], stream_start: bool) {
     const BOM: &[u8] = b"\xEF\xBB\xBF";
-    out.reserve(raw.len().saturating_add(new.iter().map(|part| part.len()).sum()));
+    let new_len: usize = new.iter().map(|part| part.len()).sum();
     if let Some((prefix, end)) = lone_data_line(raw, data) {
         if new.iter().all(|part| memchr::memchr(b'\n', part.as_bytes()).is_none()) {
+            out.reserve(prefix.len().saturating_add(new_len).saturating_add(end.len()));
             out.extend_from_slice(prefix);
             for part in new {
                 out.extend_from_slice(part.as_bytes());
@@ -327,6 +328,7 @@ fn replace_data(out: &mut Vec<u8>, raw: &[u8], data: &str, new: &[&str], stream_
             return;
         }
     }
+    out.reserve(raw.len().saturating_add(new_len));
     let mut rest = raw;
     if let Some(after) = rest.strip_prefix(BOM).filter(|_| stream_start) {
         out.extend_from_slice(BOM);

@@ -170,7 +170,15 @@ impl Events {
             }
             return false;
         };
-        let found = usage::from_event(data);
+        // The search for `usage` members that tells whether the event may carry usage also finds
+        // the `"usage": null` member a stream with usage injected loses.
+        let strip = edits && matches!(self.mode, UsageChunk::Injected);
+        let mut null_member = None;
+        let found = usage::from_event_noting(data, |at, value| {
+            if strip && null_member.is_none() {
+                null_member = top_level_null(data.as_bytes(), at, value);
+            }
+        });
         if found.is_some() {
             self.usage = found;
         }
@@ -183,7 +191,7 @@ impl Events {
             // With usage switched on, providers put `"usage":null` in every other chunk; a
             // client that did not ask for usage gets its chunks without it.
             (UsageChunk::Injected, None) => {
-                if let Some((before, after)) = strip_null_usage(data) {
+                if let Some((before, after)) = null_member.and_then(|member| strip_member(data, member)) {
                     replace_data(out, event.raw, data, &[before, after], first);
                     return true;
                 }
@@ -229,12 +237,9 @@ fn annotate(data: &str, priced: &Priced, timing: Timing) -> Option<String> {
     Some(out)
 }
 
-/// `data` without its top-level `"usage": null` member, when it has one, as the text before the
-/// member and the text after it. The member is found by walking the JSON text (strings and
-/// nesting), so an escaped quote in a key or a nested `usage` is never mistaken for it; one comma
-/// next to it goes with it.
-fn strip_null_usage(data: &str) -> Option<(&str, &str)> {
-    let (start, end) = null_usage_member(data.as_bytes())?;
+/// `data` without the member at byte span `member` (its top-level `"usage": null`, say), as the
+/// text before the member and the text after it; one comma next to it goes with it.
+fn strip_member(data: &str, (start, end): (usize, usize)) -> Option<(&str, &str)> {
     let before = data.get(..start)?;
     let after = data.get(end..)?;
     if let Some(before) = before.trim_end().strip_suffix(',') {
@@ -246,7 +251,8 @@ fn strip_null_usage(data: &str) -> Option<(&str, &str)> {
     Some((before, after))
 }
 
-/// The byte span of the first top-level member `"usage": null` of the JSON object `data`.
+/// The byte span of the member whose key `"usage"` starts at `at` and whose value starts at
+/// `value` (a candidate from [`usage::usage_values`]), when it is a top-level `"usage": null`.
 ///
 /// Each `"usage"` in the text is a candidate (found with a vector search, not by walking the text):
 /// in valid JSON, one that is not preceded by an odd number of backslashes is a whole string, not
@@ -254,22 +260,20 @@ fn strip_null_usage(data: &str) -> Option<(&str, &str)> {
 /// object it is in is the outermost one: walking on from the `null` (strings skipped), the first
 /// bracket that closes what was not opened after it is the last byte of the text. Only the text
 /// after the member is walked; in a chunk, `usage` is one of the last members.
-fn null_usage_member(data: &[u8]) -> Option<(usize, usize)> {
+fn top_level_null(data: &[u8], at: usize, value: usize) -> Option<(usize, usize)> {
     const NULL: &[u8] = b"null";
-    usage::usage_values(data).find_map(|(at, value)| {
-        let backslashes = data.get(..at)?.iter().rev().take_while(|b| **b == b'\\').count();
-        if backslashes % 2 == 1 {
-            return None;
-        }
-        let value_end = value.saturating_add(NULL.len());
-        if data.get(value..value_end) != Some(NULL)
-            || !matches!(data.get(usage::skip_json_space(data, value_end)), Some(b',' | b'}'))
-        {
-            return None;
-        }
-        let closing = enclosing_close(data, value_end)?;
-        data.get(closing.saturating_add(1)..)?.iter().all(usage::is_json_space).then_some((at, value_end))
-    })
+    let backslashes = data.get(..at)?.iter().rev().take_while(|b| **b == b'\\').count();
+    if backslashes % 2 == 1 {
+        return None;
+    }
+    let value_end = value.saturating_add(NULL.len());
+    if data.get(value..value_end) != Some(NULL)
+        || !matches!(data.get(usage::skip_json_space(data, value_end)), Some(b',' | b'}'))
+    {
+        return None;
+    }
+    let closing = enclosing_close(data, value_end)?;
+    data.get(closing.saturating_add(1)..)?.iter().all(usage::is_json_space).then_some((at, value_end))
 }
 
 /// Where the bracket that closes the object or array around `from` is: walking on from `from`
@@ -394,9 +398,12 @@ mod tests {
     use crate::config::from_value;
     use serde_json::json;
 
-    /// [`strip_null_usage`]'s two parts, joined.
+    /// `data` without its first top-level `"usage": null` member, as a stream with usage injected
+    /// sends it.
     fn stripped(data: &str) -> Option<String> {
-        strip_null_usage(data).map(|(before, after)| [before, after].concat())
+        let bytes = data.as_bytes();
+        let member = usage::usage_values(bytes).find_map(|(at, value)| top_level_null(bytes, at, value))?;
+        strip_member(data, member).map(|(before, after)| [before, after].concat())
     }
 
     fn price() -> Price {

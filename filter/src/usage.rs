@@ -49,7 +49,14 @@ pub fn from_body(body: &[u8]) -> Option<Usage> {
 /// `response.failed`) whose `response.usage` is one. Some upstreams report a running total in every
 /// chunk; the last one reported is the answer's.
 pub fn from_event(data: &str) -> Option<Usage> {
-    if !may_hold_usage_object(data) {
+    from_event_noting(data, |_, _| {})
+}
+
+/// [`from_event`], also showing `each_member` every `"usage"` key it finds in `data` (where the
+/// text `"usage"` starts and where its value starts, as [`usage_values`] gives them): a caller that
+/// also looks for a `usage` member needs no second search.
+pub fn from_event_noting(data: &str, each_member: impl FnMut(usize, usize)) -> Option<Usage> {
+    if !may_hold_usage_object(data, each_member) {
         return None;
     }
     parse_event(data)
@@ -74,15 +81,18 @@ static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"u
 /// chunks of a stream (`"usage":null`, or no `usage` at all): those need no parse. Without a `\u`
 /// escape, a key `usage` is written `"usage"`, and a `"` inside a string is escaped, so every
 /// `usage` member whose value is an object shows as `"usage"`, optional whitespace, `:`, optional
-/// whitespace, `{`. Texts with a `\u` escape are always parsed.
-fn may_hold_usage_object(data: &str) -> bool {
+/// whitespace, `{`. Texts with a `\u` escape are always parsed. Every candidate the search finds
+/// is shown to `each_member`.
+fn may_hold_usage_object(data: &str, mut each_member: impl FnMut(usize, usize)) -> bool {
     let bytes = data.as_bytes();
+    let mut object = false;
+    for (at, value) in usage_values(bytes) {
+        object |= bytes.get(value) == Some(&b'{');
+        each_member(at, value);
+    }
     // Any backslash followed by `u` counts (an escaped backslash before a `u` too): such a text is
     // simply parsed.
-    if memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u')) {
-        return true;
-    }
-    usage_values(bytes).any(|(_, value)| bytes.get(value) == Some(&b'{'))
+    object || memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u'))
 }
 
 /// Each `"usage"` in `bytes` that is followed by `:` (JSON whitespace around it allowed): where the
@@ -602,7 +612,7 @@ mod tests {
             "",
         ];
         for data in samples {
-            let skipped = !may_hold_usage_object(data);
+            let skipped = !may_hold_usage_object(data, |_, _| {});
             assert_eq!(from_event(data), parse_event(data), "{data}");
             if skipped {
                 assert_eq!(parse_event(data), None, "{data} was skipped but holds usage");
@@ -611,6 +621,6 @@ mod tests {
         assert!(from_event(samples[1]).is_some() && from_event(samples[2]).is_some());
         assert!(from_event(samples[3]).is_some() && from_event(samples[4]).is_some());
         assert!(from_event(samples[9]).is_some());
-        assert!(!may_hold_usage_object(samples[0]) && !may_hold_usage_object(samples[5]));
+        assert!(!may_hold_usage_object(samples[0], |_, _| {}) && !may_hold_usage_object(samples[5], |_, _| {}));
     }
 }

@@ -371,16 +371,15 @@ impl HttpContext for Stream {
             }
         }
         let names = RouteNames::of(&config, routed);
-        let mut ours = vec![
-            ("x-switchyard-category", names.category.to_owned()),
-            ("x-switchyard-upstream", names.upstream.to_owned()),
-            ("x-switchyard-model", names.model.to_owned()),
-            ("x-switchyard-attempts", decimal(attempts as u64)),
-            ("x-switchyard-upstream-ms", decimal(upstream_ms)),
+        let (attempts_text, upstream_ms_text) = (decimal(attempts as u64), decimal(upstream_ms));
+        let ours = [
+            ("x-switchyard-category", names.category),
+            ("x-switchyard-upstream", names.upstream),
+            ("x-switchyard-model", names.model),
+            ("x-switchyard-attempts", attempts_text.as_str()),
+            ("x-switchyard-upstream-ms", upstream_ms_text.as_str()),
         ];
-        if let Some(from) = failed_over_from {
-            ours.push(("x-switchyard-failover-from", from));
-        }
+        let failover = failed_over_from.as_deref().map(|from| ("x-switchyard-failover-from", from));
         routed.attempts = attempts;
         let class = status_class(status);
         self.metrics.route(metrics::RESPONSES, names.route(), Some(("status_class", class)), 1);
@@ -403,7 +402,7 @@ impl HttpContext for Stream {
         // less than writing the whole map again. A held answer's headers wait in Envoy for the
         // priced body; its cost figures are added to them then (`deliver`).
         strip_own(&headers);
-        for (name, value) in &ours {
+        for (name, value) in ours.iter().chain(&failover) {
             add_header(MapType::HttpResponseHeaders, name, value);
         }
         let passing = matches!(routed.answer, Answer::Passing);
@@ -552,7 +551,7 @@ impl Stream {
             );
             let retries =
                 if decision.stream && !failover.streaming { 0 } else { decision.plan.len().saturating_sub(1) };
-            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &decimal(retries as u64));
+            set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", decimal(retries as u64).as_str());
         } else if let Some(path) = &decision.path {
             set_header(MapType::HttpRequestHeaders, ":path", path);
         }
@@ -560,7 +559,7 @@ impl Stream {
             if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, body) {
                 log(LogLevel::Error, &format!("switchyard: cannot rewrite request body: {status:?}"));
             }
-            set_header(MapType::HttpRequestHeaders, "content-length", &decimal(body.len() as u64));
+            set_header(MapType::HttpRequestHeaders, "content-length", decimal(body.len() as u64).as_str());
         }
         let routed = Routed {
             category: decision.category,
@@ -583,35 +582,28 @@ impl Stream {
     fn deliver(&mut self, carry: Carry, priced: &Priced) {
         let now = now_ms();
         let cost = priced.cost_text();
-        let mut fields = vec![
-            ("x-switchyard-cost-usd", cost.clone()),
-            ("x-switchyard-cost-status", priced.status().to_owned()),
-            ("x-switchyard-total-ms", decimal(now.saturating_sub(self.started_ms))),
-        ];
-        if let Some(usage) = priced.usage() {
-            fields.push(("x-switchyard-input-tokens", decimal(usage.input)));
-            fields.push(("x-switchyard-output-tokens", decimal(usage.output)));
-            if usage.cached_input > 0 {
-                fields.push(("x-switchyard-cached-input-tokens", decimal(usage.cached_input)));
-            }
-            if usage.reasoning > 0 {
-                fields.push(("x-switchyard-reasoning-tokens", decimal(usage.reasoning)));
-            }
-        }
         let (map, write): (MapType, fn(MapType, &str, &str)) = match carry {
             // The upstream's `x-switchyard-*` headers were removed with its response headers.
             Carry::Headers => (MapType::HttpResponseHeaders, add_header),
-            Carry::Trailers => {
-                if let Stage::Routed(routed) = &self.stage {
-                    if let Some(ttft) = routed.ttft_ms {
-                        fields.push(("x-switchyard-ttft-ms", decimal(ttft)));
-                    }
-                }
-                (MapType::HttpResponseTrailers, set_header)
-            }
+            Carry::Trailers => (MapType::HttpResponseTrailers, set_header),
         };
-        for (name, value) in &fields {
-            write(map, name, value);
+        write(map, "x-switchyard-cost-usd", &cost);
+        write(map, "x-switchyard-cost-status", priced.status());
+        write(map, "x-switchyard-total-ms", decimal(now.saturating_sub(self.started_ms)).as_str());
+        if let Some(usage) = priced.usage() {
+            write(map, "x-switchyard-input-tokens", decimal(usage.input).as_str());
+            write(map, "x-switchyard-output-tokens", decimal(usage.output).as_str());
+            if usage.cached_input > 0 {
+                write(map, "x-switchyard-cached-input-tokens", decimal(usage.cached_input).as_str());
+            }
+            if usage.reasoning > 0 {
+                write(map, "x-switchyard-reasoning-tokens", decimal(usage.reasoning).as_str());
+            }
+        }
+        if let (Carry::Trailers, Stage::Routed(routed)) = (carry, &self.stage) {
+            if let Some(ttft) = routed.ttft_ms {
+                write(map, "x-switchyard-ttft-ms", decimal(ttft).as_str());
+            }
         }
         self.finish_at(Some((priced, &cost)), now);
     }

@@ -45,31 +45,47 @@ pub fn json_string(text: &str) -> String {
 
 /// Appends `n` in decimal.
 pub fn push_decimal(out: &mut String, n: u64) {
-    push_digits(out, n, 1);
+    out.push_str(decimal(n).as_str());
 }
 
 /// Appends `n` in decimal, padded with leading zeros to at least `width` digits (at most 20).
-pub fn push_digits(out: &mut String, mut n: u64, width: usize) {
-    // Digits from the last, into a buffer on the stack.
-    let mut digits = [b'0'; 20];
-    let mut len = 0usize;
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
-        n /= 10;
-        len = len.saturating_add(1);
-        if n == 0 && len >= width {
-            break;
-        }
-    }
-    let text = digits.get(digits.len().saturating_sub(len)..).unwrap_or_default();
-    out.push_str(std::str::from_utf8(text).unwrap_or_default());
+pub fn push_digits(out: &mut String, n: u64, width: usize) {
+    out.push_str(Decimal::padded(n, width).as_str());
 }
 
 /// `n` in decimal, as a header value.
-pub fn decimal(n: u64) -> String {
-    let mut out = String::with_capacity(20);
-    push_decimal(&mut out, n);
-    out
+pub fn decimal(n: u64) -> Decimal {
+    Decimal::padded(n, 1)
+}
+
+/// A number's decimal digits, held on the stack: a header value without an allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Decimal {
+    digits: [u8; 20],
+    /// Where the digits start in `digits` (they end at its end).
+    start: usize,
+}
+
+impl Decimal {
+    /// `n` with at least `width` digits (at most 20), leading zeros added.
+    fn padded(mut n: u64, width: usize) -> Self {
+        // Digits from the last, into a buffer on the stack.
+        let mut digits = [b'0'; 20];
+        let mut len = 0usize;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0'.saturating_add(u8::try_from(n % 10).unwrap_or(0));
+            n /= 10;
+            len = len.saturating_add(1);
+            if n == 0 && len >= width {
+                break;
+            }
+        }
+        Decimal { digits, start: digits.len().saturating_sub(len) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.digits.get(self.start..).unwrap_or_default()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +100,10 @@ mod tests {
             cases.extend([p - 1, p, p + 1]);
         }
         for n in cases {
-            assert_eq!(decimal(n), n.to_string());
+            assert_eq!(decimal(n).as_str(), n.to_string());
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
         }
     }
 

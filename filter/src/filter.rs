@@ -241,7 +241,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         self.started_ms = now_ms();
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        let mut headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
             Err(status) => {
                 log(LogLevel::Error, &format!("switchyard: cannot read request headers: {status:?}"));
@@ -252,17 +252,16 @@ impl HttpContext for Stream {
         let hint =
             if config.allow_category_hint { header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned) } else { None };
         // Client-sent switchyard headers and the route header never reach routing or upstream.
-        let mut kept = Vec::with_capacity(headers.len());
-        for (name, value) in headers {
-            if name.starts_with(OWN_PREFIX) || name == config.route_header {
-                remove_header(MapType::HttpRequestHeaders, &name);
-            } else {
-                kept.push((name, value));
+        headers.retain(|(name, _)| {
+            let own = name.starts_with(OWN_PREFIX) || *name == config.route_header;
+            if own {
+                remove_header(MapType::HttpRequestHeaders, name);
             }
-        }
+            !own
+        });
 
-        let method = header(&kept, ":method").unwrap_or_default();
-        let path = header(&kept, ":path").unwrap_or_default().to_owned();
+        let method = header(&headers, ":method").unwrap_or_default();
+        let path = header(&headers, ":path").unwrap_or_default().to_owned();
         let target = (method == "POST").then(|| request::target(&config.path_prefix, &path)).flatten();
         self.stage = match target {
             None => Stage::PassThrough,
@@ -272,7 +271,7 @@ impl HttpContext for Stream {
             }
             Some(t) => {
                 let (endpoint, query) = (t.endpoint, t.query.to_owned());
-                Stage::Inspecting(Pending { path, endpoint, query, headers: kept, hint })
+                Stage::Inspecting(Pending { path, endpoint, query, headers, hint })
             }
         };
         self.stage.action(Callback::RequestHeaders)

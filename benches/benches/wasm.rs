@@ -86,14 +86,21 @@ fn lifecycle(c: &mut Criterion) {
     let streaming_body = br#"{"model":"extract-fields","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut group = c.benchmark_group("wasm");
     group.throughput(Throughput::Elements(chunk_refs.len() as u64));
-    group.bench_function("stream_of_66_chunks_usage_injected", |b| {
+    let stream_of = |b: &mut criterion::Bencher<'_>, chunks: &[&[u8]]| {
         b.iter(|| {
             let mut s = host.stream().unwrap();
             s.request(&REQUEST_HEADERS, streaming_body).unwrap();
-            let client = s.respond_stream(200, &[("content-type", "text/event-stream")], &chunk_refs).unwrap();
+            let client = s.respond_stream(200, &[("content-type", "text/event-stream")], chunks).unwrap();
             black_box(client);
         });
-    });
+    };
+    group.bench_function("stream_of_66_chunks_usage_injected", |b| stream_of(b, &chunk_refs));
+    group.finish();
+    // The same request answered by the last chunk alone (`[DONE]`, which ends the stream): what
+    // the stream costs apart from its chunks. The 65 chunks before it cost the difference.
+    let mut group = c.benchmark_group("wasm");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("stream_of_its_last_chunk_alone", |b| stream_of(b, &chunk_refs[chunk_refs.len() - 1..]));
     group.finish();
 }
 

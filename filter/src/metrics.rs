@@ -63,12 +63,33 @@ pub struct Metrics {
 /// What names a per-route metric within one configuration. The metric's base name and its extra
 /// label are `'static` strings, known by address and length (equal pairs are equal texts; the same
 /// text at two addresses only costs a second cache entry for the same id).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct RouteMetric {
     base: (usize, usize),
     index: [usize; 3],
     extra_key: (usize, usize),
     extra_value: (usize, usize),
+}
+
+impl Hash for RouteMetric {
+    /// Word by word: the derived hash writes the index array as bytes (and its length first),
+    /// which [`WordHasher`] takes one byte at a time.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [category, upstream, model] = self.index;
+        for word in [
+            self.base.0,
+            self.base.1,
+            category,
+            upstream,
+            model,
+            self.extra_key.0,
+            self.extra_key.1,
+            self.extra_value.0,
+            self.extra_value.1,
+        ] {
+            state.write_usize(word);
+        }
+    }
 }
 
 fn identity(text: &'static str) -> (usize, usize) {

@@ -728,11 +728,7 @@ fn proxy_record_metric(c: &mut C<'_>, id: i32, value: i64) -> Result<i32> {
     let Some(kind) = kind_of(id) else { return Ok(st(Status::NotFound)) };
     let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
     s.shared.update_metric(name, |v| {
-        match v {
-            MetricValue::Counter(n) => *n = n.saturating_add(value),
-            MetricValue::Gauge(n) => *n = value,
-            MetricValue::Histogram(samples) => samples.push(value),
-        }
+        v.record(value);
         Ok(())
     })?;
     Ok(OK)

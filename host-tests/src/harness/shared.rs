@@ -25,8 +25,28 @@ pub enum MetricValue {
     Counter(u64),
     /// A gauge's current value.
     Gauge(u64),
-    /// Every value recorded into a histogram, in order.
+    /// The values recorded into a histogram, in order: the first [`HISTOGRAM_VALUES_KEPT`].
     Histogram(Vec<u64>),
+}
+
+/// How many values of one histogram the store keeps. Envoy's histograms take constant memory
+/// (buckets); a store that kept every value would grow for as long as a benchmark or a soak runs,
+/// and its growing (copying, fresh pages) would be counted against the module.
+pub const HISTOGRAM_VALUES_KEPT: usize = 1 << 16;
+
+impl MetricValue {
+    /// `proxy_record_metric`: a counter adds the value, a gauge takes it, a histogram keeps it.
+    pub fn record(&mut self, value: u64) {
+        match self {
+            MetricValue::Counter(n) => *n = n.saturating_add(value),
+            MetricValue::Gauge(n) => *n = value,
+            MetricValue::Histogram(values) => {
+                if values.len() < HISTOGRAM_VALUES_KEPT {
+                    values.push(value);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +210,24 @@ fn next_cas(inner: &mut Inner) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_values_follow_the_metric_kind_and_histograms_stay_bounded() {
+        let mut counter = MetricValue::Counter(u64::MAX - 1);
+        counter.record(5);
+        assert_eq!(counter, MetricValue::Counter(u64::MAX));
+        let mut gauge = MetricValue::Gauge(9);
+        gauge.record(4);
+        assert_eq!(gauge, MetricValue::Gauge(4));
+        let mut histogram = MetricValue::Histogram(Vec::new());
+        for value in 0..HISTOGRAM_VALUES_KEPT as u64 + 10 {
+            histogram.record(value);
+        }
+        let MetricValue::Histogram(values) = histogram else { panic!("still a histogram") };
+        assert_eq!(values.len(), HISTOGRAM_VALUES_KEPT);
+        assert_eq!(values.first(), Some(&0));
+        assert_eq!(values.last(), Some(&(HISTOGRAM_VALUES_KEPT as u64 - 1)), "the first values, in order");
+    }
 
     #[test]
     fn cas_rules_match_envoy() {

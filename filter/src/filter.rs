@@ -20,7 +20,7 @@ use crate::metrics::{self, Metrics};
 use crate::plan;
 use crate::request::{self, Endpoint};
 use crate::route::{self, Decision, Refusal, UsageChunk};
-use crate::text::{decimal, push_decimal, push_json_string};
+use crate::text::{decimal, needs_json_escape, push_decimal, push_json_string};
 
 /// The prefix of every header switchyard owns; clients and upstreams may not send these.
 pub(crate) const OWN_PREFIX: &str = "x-switchyard-";
@@ -701,7 +701,7 @@ impl JsonObject {
 
     /// Keys are switchyard's own plain names: written as they are, with no escaping to look for.
     fn key(&mut self, key: &'static str) {
-        debug_assert!(!key.bytes().any(|b| b == b'"' || b == b'\\' || b < b' '), "{key:?} needs escaping");
+        debug_assert!(!key.bytes().any(needs_json_escape), "{key:?} needs escaping");
         if self.0.len() > 1 {
             self.0.push(',');
         }

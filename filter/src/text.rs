@@ -5,13 +5,18 @@
 //! serde's serializer) costs several times more than these few lines inside the VM, so the hot path
 //! writes its text here; what it writes is the same.
 
+/// Whether a JSON string literal escapes this byte: `"`, `\` and the control characters (all
+/// ASCII, so a byte position found with it is a character boundary).
+pub fn needs_json_escape(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < b' '
+}
+
 /// Appends `text` as a JSON string literal: `"`, `\` and control characters escaped, everything
 /// else (any Unicode) as it is.
 pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     let mut rest = text;
-    // Every character that needs an escape is ASCII, so a byte position is a character boundary.
-    while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < b' ') {
+    while let Some(at) = rest.bytes().position(needs_json_escape) {
         let (plain, tail) = rest.split_at(at);
         out.push_str(plain);
         let mut chars = tail.chars();

@@ -63,27 +63,10 @@ impl Cost {
     pub const fn saturating_add(self, other: Cost) -> Cost {
         Cost(self.0.saturating_add(other.0))
     }
-}
 
-impl std::ops::Add for Cost {
-    type Output = Cost;
-
-    /// Saturating, like `saturating_add`.
-    fn add(self, other: Cost) -> Cost {
-        self.saturating_add(other)
-    }
-}
-
-impl std::iter::Sum for Cost {
-    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
-        iter.fold(Cost::ZERO, Cost::saturating_add)
-    }
-}
-
-/// Decimal USD with no exponent and no trailing zeros: `0`, `0.000345`, `12.5`, `0.000000000000001`.
-impl Cost {
-    /// Appends the decimal USD text [`Display`](fmt::Display) shows, without the formatting
-    /// machinery (the hot path writes one per answer).
+    /// Appends the cost as decimal USD with no exponent and no trailing zeros: `0`, `0.000345`,
+    /// `12.5`, `0.000000000000001` (what [`Display`](fmt::Display) shows), without the formatting
+    /// machinery: the hot path writes one per answer.
     pub fn push_text(self, out: &mut String) {
         let per_usd = FEMTOS_PER_USD as u64;
         // Costs below 18,446 USD fit in 64 bits, whose division is one instruction in wasm (128-bit
@@ -123,6 +106,22 @@ impl Cost {
     }
 }
 
+impl std::ops::Add for Cost {
+    type Output = Cost;
+
+    /// Saturating, like `saturating_add`.
+    fn add(self, other: Cost) -> Cost {
+        self.saturating_add(other)
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::ZERO, Cost::saturating_add)
+    }
+}
+
+/// Decimal USD with no exponent and no trailing zeros ([`Cost::push_text`]).
 impl fmt::Display for Cost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text())

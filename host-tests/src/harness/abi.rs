@@ -172,7 +172,8 @@ impl MetricKind {
 
 /// Serialises header pairs the way Envoy hands them to a module.
 pub fn serialize_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    let text: usize = pairs.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2).sum();
+    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + text);
     out.extend_from_slice(&u32::try_from(pairs.len())?.to_le_bytes());
     for (k, v) in pairs {
         out.extend_from_slice(&u32::try_from(k.as_ref().len())?.to_le_bytes());

@@ -197,37 +197,41 @@ fn proxy_set_tick_period_milliseconds(c: &mut C<'_>, period: i32) -> Result<i32>
 
 // ---- buffers ----
 
-/// The bytes of a buffer as Envoy's `getBuffer` exposes them; `None` is `NotFound`.
-fn buffer(s: &mut VmState, bt: BufferType) -> Result<Option<Vec<u8>>> {
-    Ok(match bt {
+/// `f` of the bytes of a buffer as Envoy's `getBuffer` exposes them; `None` is `NotFound`. The
+/// bytes are lent, not copied: a caller copies only what it hands the module.
+fn with_buffer<T>(s: &mut VmState, bt: BufferType, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
+    let bytes: Option<&[u8]> = match bt {
         // Envoy returns an empty buffer (not "not found") outside the body callbacks.
-        BufferType::HttpRequestBody => Some(s.stream().and_then(|st| st.req_body.clone()).unwrap_or_default()),
-        BufferType::HttpResponseBody => Some(s.stream().and_then(|st| st.resp_body.clone()).unwrap_or_default()),
-        BufferType::HttpCallResponseBody => s.call_response.as_ref().map(|r| r.body.clone()),
-        BufferType::VmConfiguration => Some(s.config.vm_config.clone()),
-        BufferType::PluginConfiguration => s.plugin_config.clone(),
+        BufferType::HttpRequestBody => Some(s.stream().and_then(|st| st.req_body.as_deref()).unwrap_or_default()),
+        BufferType::HttpResponseBody => Some(s.stream().and_then(|st| st.resp_body.as_deref()).unwrap_or_default()),
+        BufferType::HttpCallResponseBody => s.call_response.as_ref().map(|r| r.body.as_slice()),
+        BufferType::VmConfiguration => Some(s.config.vm_config.as_slice()),
+        BufferType::PluginConfiguration => s.plugin_config.as_deref(),
         other => bail!("buffer {other:?} is not modelled by the harness (TCP streams, gRPC, foreign calls)"),
-    })
+    };
+    Ok(bytes.map(f))
 }
 
 fn proxy_get_buffer_bytes(c: &mut C<'_>, t: i32, start: i32, max: i32, pp: i32, sp: i32) -> Result<i32> {
     let Some(bt) = BufferType::from_raw(t) else {
         return Ok(st(Status::BadArgument));
     };
-    let Some(data) = buffer(c.data_mut(), bt)? else {
-        return Ok(st(Status::NotFound));
-    };
     let start = start as u32 as usize;
     let max = max as u32 as usize;
-    if start > data.len() {
-        bail!("proxy_get_buffer_bytes({bt:?}) start {start} past the end of a {}-byte buffer", data.len());
-    }
-    let n = max.min(data.len() - start);
-    if n == 0 {
+    let slice = with_buffer(c.data_mut(), bt, |data| -> Result<Vec<u8>> {
+        if start > data.len() {
+            bail!("proxy_get_buffer_bytes({bt:?}) start {start} past the end of a {}-byte buffer", data.len());
+        }
+        let n = max.min(data.len() - start);
+        Ok(data.get(start..start + n).context("buffer slice")?.to_vec())
+    })?;
+    let Some(slice) = slice.transpose()? else {
+        return Ok(st(Status::NotFound));
+    };
+    if slice.is_empty() {
         // Envoy writes nothing back: the SDK sees a null pointer.
         return Ok(OK);
     }
-    let slice = data.get(start..start + n).context("buffer slice")?.to_vec();
     mem!(copy_out(c, &slice, pp, sp));
     Ok(OK)
 }
@@ -236,10 +240,10 @@ fn proxy_get_buffer_status(c: &mut C<'_>, t: i32, len_ptr: i32, flags_ptr: i32) 
     let Some(bt) = BufferType::from_raw(t) else {
         return Ok(st(Status::BadArgument));
     };
-    let Some(data) = buffer(c.data_mut(), bt)? else {
+    let Some(len) = with_buffer(c.data_mut(), bt, <[u8]>::len)? else {
         return Ok(st(Status::NotFound));
     };
-    let len = u32::try_from(data.len())?;
+    let len = u32::try_from(len)?;
     mem!(write(c, len_ptr, &len.to_le_bytes()));
     mem!(write(c, flags_ptr, &0u32.to_le_bytes()));
     Ok(OK)
@@ -277,7 +281,7 @@ fn proxy_set_buffer_bytes(c: &mut C<'_>, t: i32, start: i32, size: i32, ptr: i32
             Ok(st(splice(body, start, size, &value)))
         }
         BufferType::HttpCallResponseBody | BufferType::VmConfiguration | BufferType::PluginConfiguration => {
-            if buffer(s, bt)?.is_none() {
+            if with_buffer(s, bt, |_| ())?.is_none() {
                 return Ok(st(Status::NotFound));
             }
             // Envoy holds these as immutable buffers.
@@ -671,16 +675,17 @@ fn proxy_define_metric(c: &mut C<'_>, t: i32, np: i32, nl: i32, ret: i32) -> Res
     let Some(kind) = MetricKind::from_raw(t) else { return Ok(st(Status::BadArgument)) };
     let name = text(mem!(read(c, np, nl)));
     let s = c.data_mut();
-    s.shared.define_metric(kind, &name)?;
+    let slot = s.shared.define_metric(kind, &name)?;
     s.next_metric_seq = s.next_metric_seq.checked_add(1).context("metric ids exhausted")?;
     let id = (s.next_metric_seq << 2) | kind.tag();
-    s.metric_ids.insert(id, (kind, name));
+    s.metric_ids.insert(id, (kind, name, slot));
     mem!(write(c, ret, &id.to_le_bytes()));
     Ok(OK)
 }
 
-fn metric_name(s: &VmState, id: u32, kind: MetricKind) -> Option<&str> {
-    s.metric_ids.get(&id).filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str())
+/// The name and stats-store slot of metric `id`, when it was defined as `kind`.
+fn metric(s: &VmState, id: u32, kind: MetricKind) -> Option<(&str, usize)> {
+    s.metric_ids.get(&id).filter(|(k, _, _)| *k == kind).map(|(_, name, slot)| (name.as_str(), *slot))
 }
 
 fn kind_of(id: u32) -> Option<MetricKind> {
@@ -699,11 +704,11 @@ fn proxy_increment_metric(c: &mut C<'_>, id: i32, offset: i64) -> Result<i32> {
     let Some(kind @ (MetricKind::Counter | MetricKind::Gauge)) = kind else {
         return Ok(st(Status::BadArgument));
     };
-    let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
+    let Some((name, slot)) = metric(s, id, kind) else { return Ok(st(Status::NotFound)) };
     if kind == MetricKind::Counter && offset <= 0 {
         return Ok(st(Status::BadArgument));
     }
-    s.shared.update_metric(name, |v| {
+    s.shared.update_metric(slot, |v| {
         match v {
             MetricValue::Counter(n) => *n = n.saturating_add(offset.unsigned_abs()),
             MetricValue::Gauge(n) => {
@@ -726,8 +731,8 @@ fn proxy_record_metric(c: &mut C<'_>, id: i32, value: i64) -> Result<i32> {
     let value = value as u64;
     let s = c.data();
     let Some(kind) = kind_of(id) else { return Ok(st(Status::NotFound)) };
-    let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
-    s.shared.update_metric(name, |v| {
+    let Some((_, slot)) = metric(s, id, kind) else { return Ok(st(Status::NotFound)) };
+    s.shared.update_metric(slot, |v| {
         v.record(value);
         Ok(())
     })?;
@@ -740,8 +745,8 @@ fn proxy_get_metric(c: &mut C<'_>, id: i32, ret: i32) -> Result<i32> {
     let Some(kind @ (MetricKind::Counter | MetricKind::Gauge)) = kind_of(id) else {
         return Ok(st(Status::BadArgument));
     };
-    let Some(name) = metric_name(s, id, kind) else { return Ok(st(Status::NotFound)) };
-    let value = s.shared.update_metric(name, |v| match v {
+    let Some((name, slot)) = metric(s, id, kind) else { return Ok(st(Status::NotFound)) };
+    let value = s.shared.update_metric(slot, |v| match v {
         MetricValue::Counter(n) | MetricValue::Gauge(n) => Ok(*n),
         MetricValue::Histogram(_) => bail!("metric {name:?} is a histogram"),
     })?;

@@ -65,7 +65,10 @@ struct Inner {
     next_queue: u32,
     /// (worker, root context, queue id) notifications not yet delivered.
     queue_ready: Vec<(usize, u32, u32)>,
-    metrics: BTreeMap<String, MetricValue>,
+    /// Metric name → its slot in `metric_values` (Envoy's stats store hands out the stat itself,
+    /// so an update by id never searches names).
+    metrics: BTreeMap<String, usize>,
+    metric_values: Vec<MetricValue>,
 }
 
 /// Shared data, queues and metrics for all VMs of one host.
@@ -153,16 +156,26 @@ impl SharedStore {
         Ok(std::mem::take(&mut inner.queue_ready))
     }
 
-    /// Makes sure a metric exists (Envoy's stats store returns the existing stat for a known name).
-    pub fn define_metric(&self, kind: MetricKind, name: &str) -> Result<()> {
+    /// Makes sure a metric exists (Envoy's stats store returns the existing stat for a known name)
+    /// and gives its slot, for [`SharedStore::update_metric`].
+    pub fn define_metric(&self, kind: MetricKind, name: &str) -> Result<usize> {
         let mut inner = self.lock()?;
-        let existing = inner.metrics.entry(name.to_owned()).or_insert_with(|| match kind {
-            MetricKind::Counter => MetricValue::Counter(0),
-            MetricKind::Gauge => MetricValue::Gauge(0),
-            MetricKind::Histogram => MetricValue::Histogram(Vec::new()),
-        });
+        let slot = match inner.metrics.get(name) {
+            Some(slot) => *slot,
+            None => {
+                let slot = inner.metric_values.len();
+                inner.metric_values.push(match kind {
+                    MetricKind::Counter => MetricValue::Counter(0),
+                    MetricKind::Gauge => MetricValue::Gauge(0),
+                    MetricKind::Histogram => MetricValue::Histogram(Vec::new()),
+                });
+                inner.metrics.insert(name.to_owned(), slot);
+                slot
+            }
+        };
+        let existing = inner.metric_values.get(slot).ok_or_else(|| anyhow!("metric {name:?} has no value"))?;
         let same = matches!(
-            (kind, &*existing),
+            (kind, existing),
             (MetricKind::Counter, MetricValue::Counter(_))
                 | (MetricKind::Gauge, MetricValue::Gauge(_))
                 | (MetricKind::Histogram, MetricValue::Histogram(_))
@@ -173,24 +186,27 @@ impl SharedStore {
                  Envoy's behaviour for a name reused across types is not modelled"
             ));
         }
-        Ok(())
+        Ok(slot)
     }
 
-    /// Applies `f` to the stored value of a metric.
-    pub fn update_metric<T>(&self, name: &str, f: impl FnOnce(&mut MetricValue) -> Result<T>) -> Result<T> {
+    /// Applies `f` to the stored value of the metric [`SharedStore::define_metric`] gave `slot`.
+    pub fn update_metric<T>(&self, slot: usize, f: impl FnOnce(&mut MetricValue) -> Result<T>) -> Result<T> {
         let mut inner = self.lock()?;
-        let value = inner.metrics.get_mut(name).ok_or_else(|| anyhow!("metric {name:?} has an id but no value"))?;
+        let value = inner.metric_values.get_mut(slot).ok_or_else(|| anyhow!("metric slot {slot} has no value"))?;
         f(value)
     }
 
     /// The value of a metric by name.
     pub fn metric(&self, name: &str) -> Result<Option<MetricValue>> {
-        Ok(self.lock()?.metrics.get(name).cloned())
+        let inner = self.lock()?;
+        Ok(inner.metrics.get(name).and_then(|slot| inner.metric_values.get(*slot)).cloned())
     }
 
     /// All metrics by name.
     pub fn metrics(&self) -> Result<BTreeMap<String, MetricValue>> {
-        Ok(self.lock()?.metrics.clone())
+        let inner = self.lock()?;
+        let value = |slot: &usize| inner.metric_values.get(*slot).cloned();
+        Ok(inner.metrics.iter().filter_map(|(name, slot)| Some((name.clone(), value(slot)?))).collect())
     }
 
     /// Reads shared data from the test side: the value and its CAS.

@@ -300,8 +300,9 @@ pub struct VmState {
     pub pending_http_calls: Vec<HttpCallRequest>,
     pub call_response: Option<CallResponseData>,
     pub call_status: (u32, String),
-    /// Metric id → (kind, name); ids carry the kind in their low two bits like Envoy's.
-    pub metric_ids: IdMap<u32, (MetricKind, String)>,
+    /// Metric id → (kind, name, slot in the shared stats store); ids carry the kind in their low
+    /// two bits like Envoy's.
+    pub metric_ids: IdMap<u32, (MetricKind, String, usize)>,
     pub next_metric_seq: u32,
     pub route_cache_clears_root: u32,
 }

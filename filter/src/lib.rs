@@ -2,7 +2,10 @@
 //!
 //! The decision core (`config`, `request`, `rules`, `keywords`, `route`, `pbstruct`) is plain Rust over plain
 //! data and is tested natively; `filter` is the thin layer that connects it to Envoy's callbacks.
-//! The `.wasm` entry point registers the root context and nothing else.
+//! The `.wasm` entry point registers the root context and nothing else. Unsafe code is denied
+//! but for one block: `text::utf8` takes bytes it has checked are all ASCII as a `str`.
+
+#![deny(unsafe_code)]
 
 pub mod answer;
 pub mod config;

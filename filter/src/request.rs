@@ -157,7 +157,7 @@ pub struct Body<'a> {
 
 /// Parses a request body. Fails only on what makes the request unusable.
 pub fn parse(bytes: &[u8]) -> Result<Body<'_>, BodyError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?;
+    let text = crate::text::utf8(bytes).map_err(|e| BodyError::NotUtf8(e.valid_up_to()))?;
     match text.trim_start().as_bytes().first() {
         None => return Err(BodyError::Empty),
         Some(b'{') => {}

@@ -1,6 +1,8 @@
 //! The request lifecycle through the real `switchyard.wasm` in the wasmtime harness: what one
 //! request and one streamed chunk cost including the host boundary (every hostcall, every copy
-//! into and out of the VM). Needs `make wasm` first.
+//! into and out of the VM). Streams are driven with `push_request` and `push_response`, which do
+//! not build the views tests read (copies of what the upstream and the client got);
+//! `request_2k_with_test_views` shows what those add. Needs `make wasm` first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -55,10 +57,8 @@ fn lifecycle(c: &mut Criterion) {
     group.bench_function("request_2k_non_streaming_whole_lifecycle", |b| {
         b.iter(|| {
             let mut s = host.stream().unwrap();
-            let up = s.request(&REQUEST_HEADERS, black_box(&body)).unwrap();
-            assert!(up.forwarded());
-            let client = s.respond(200, &[("content-type", "application/json")], answer).unwrap();
-            black_box(client);
+            assert!(s.push_request(&REQUEST_HEADERS, black_box(&body)).unwrap());
+            assert!(s.push_response(200, &[("content-type", "application/json")], &[answer]).unwrap());
         });
     });
     // The same request and answer through the floor filter (benches/floor-filter: hold the
@@ -68,15 +68,23 @@ fn lifecycle(c: &mut Criterion) {
         group.bench_function("floor_filter_2k_whole_lifecycle", |b| {
             b.iter(|| {
                 let mut s = floor.stream().unwrap();
-                let up = s.request(&REQUEST_HEADERS, black_box(&body)).unwrap();
-                assert!(up.forwarded());
-                let client = s.respond(200, &[("content-type", "application/json")], answer).unwrap();
-                black_box(client);
+                assert!(s.push_request(&REQUEST_HEADERS, black_box(&body)).unwrap());
+                assert!(s.push_response(200, &[("content-type", "application/json")], &[answer]).unwrap());
             });
         });
     } else {
         eprintln!("switchyard_floor.wasm is not built (make bench-wasm): no floor lifecycle");
     }
+    // The switchyard lifecycle again, with the views a test reads after each step (the forwarded
+    // request and the client's answer, headers and bodies copied out of the harness).
+    group.bench_function("request_2k_with_test_views", |b| {
+        b.iter(|| {
+            let mut s = host.stream().unwrap();
+            let up = s.request(&REQUEST_HEADERS, black_box(&body)).unwrap();
+            assert!(up.forwarded());
+            black_box(s.respond(200, &[("content-type", "application/json")], answer).unwrap());
+        });
+    });
     group.finish();
 
     let stream = sse_stream(64);
@@ -89,9 +97,8 @@ fn lifecycle(c: &mut Criterion) {
     let stream_of = |b: &mut criterion::Bencher<'_>, chunks: &[&[u8]]| {
         b.iter(|| {
             let mut s = host.stream().unwrap();
-            s.request(&REQUEST_HEADERS, streaming_body).unwrap();
-            let client = s.respond_stream(200, &[("content-type", "text/event-stream")], chunks).unwrap();
-            black_box(client);
+            assert!(s.push_request(&REQUEST_HEADERS, streaming_body).unwrap());
+            assert!(s.push_response(200, &[("content-type", "text/event-stream")], black_box(chunks)).unwrap());
         });
     };
     group.bench_function("stream_of_66_chunks_usage_injected", |b| stream_of(b, &chunk_refs));

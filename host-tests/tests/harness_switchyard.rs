@@ -137,3 +137,37 @@ fn the_ledger_records_provider_statuses_and_cooling_skips() {
     s.send_response_headers(503, &[("x-switchyard-candidate", "1"), ("x-switchyard-failover", "503")], true).unwrap();
     assert_eq!(s.filter_state("switchyard_attempts").unwrap().as_deref(), Some(&b"1:503"[..]));
 }
+
+/// The benchmarks drive streams with `push_request` and `push_response`, which skip the views:
+/// the flow, and what the upstream and the client get, are those of `request` and `respond`.
+#[test]
+fn pushing_a_request_and_its_answer_is_the_same_flow_as_sending_them() {
+    let wasm = differential::wasm().unwrap();
+    let host = harness_host(&wasm, Env::Demo).unwrap();
+    let body = br#"{"model":"auto","messages":[{"role":"user","content":"a chargeback"}]}"#;
+    let headers = differential::envoy_request_headers("POST", "/v1/chat/completions", &[], body);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let answer = br#"{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":10}}"#;
+    let json = [("content-type", "application/json")];
+
+    let mut sent = host.stream().unwrap();
+    let sent_up = sent.request(&refs, body).unwrap();
+    let sent_client = sent.respond(200, &json, answer).unwrap();
+    let mut pushed = host.stream().unwrap();
+    assert!(pushed.push_request(&refs, body).unwrap());
+    assert_eq!(pushed.upstream().unwrap(), sent_up);
+    assert!(pushed.push_response(200, &json, &[answer]).unwrap());
+    let pushed_client = pushed.client().unwrap();
+    assert_eq!(pushed_client.header("x-switchyard-category"), Some("fraud-review"));
+    assert_eq!(pushed_client.status, sent_client.status);
+    assert_eq!(pushed_client.body, sent_client.body);
+    let names = |c: &switchyard_host_tests::harness::ClientResponse| {
+        c.headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&pushed_client), names(&sent_client));
+
+    // A request the filter answers itself never reaches the upstream.
+    let mut refused = host.stream().unwrap();
+    assert!(!refused.push_request(&refs, b"{not json").unwrap());
+    assert_eq!(refused.client().unwrap().status, Some(400));
+}

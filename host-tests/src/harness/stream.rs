@@ -224,6 +224,37 @@ impl Stream {
         self.upstream()
     }
 
+    /// Sends headers and the whole body like [`Stream::request`], without building the
+    /// [`UpstreamRequest`] view (copies of the forwarded headers and body for a test to read): for
+    /// benchmarks, which measure the filter and the host, not the view. True when the whole request
+    /// reached the upstream.
+    pub fn push_request(&mut self, headers: &[(&str, &str)], body: &[u8]) -> Result<bool> {
+        self.feed(Dir::Request, Event::Headers(request_map(headers), body.is_empty()))?;
+        if !body.is_empty() {
+            self.feed(Dir::Request, Event::Data(body.to_vec(), true))?;
+        }
+        self.reached(Dir::Request)
+    }
+
+    /// The upstream answers like [`Stream::respond_stream`], without building the
+    /// [`ClientResponse`] view. True when the whole answer reached the client.
+    pub fn push_response(&mut self, status: u16, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<bool> {
+        self.feed_response_headers(status, headers, chunks.is_empty())?;
+        for (i, c) in chunks.iter().enumerate() {
+            self.feed(Dir::Response, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
+        }
+        self.reached(Dir::Response)
+    }
+
+    /// Whether the whole of `dir` (headers through end of stream) has been sent on.
+    fn reached(&self, dir: Dir) -> Result<bool> {
+        let key = self.key();
+        self.with(|inner| {
+            let d = inner.flow(key)?.dir(dir);
+            Ok(d.out_headers.is_some() && d.out_end)
+        })
+    }
+
     /// Sends headers, chunks and trailers (the trailers end the request).
     pub fn request_with_trailers(
         &mut self,

@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard::answer::{StreamedAnswer, Timing};
+use switchyard::headers::Headers;
 use switchyard::route::{decide, never_cooling, UsageChunk};
 use switchyard_benches::{chat_body, realistic_config, sse_stream};
 
@@ -14,7 +15,7 @@ fn request_path(c: &mut Criterion) {
     let config = realistic_config();
     let path = "/v1/chat/completions";
     let target = switchyard::request::target("", path).unwrap();
-    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let headers = Headers::from_pairs(&[("content-type", "application/json")]);
     let mut group = c.benchmark_group("decide");
     for size in [1024, 2 * 1024, 16 * 1024, 256 * 1024] {
         let body = chat_body(size);
@@ -69,9 +70,7 @@ fn sse_chunks(c: &mut Criterion) {
 /// How long a rate-limited answer asks to wait: what a 429 costs besides the failover itself.
 fn retry_after(c: &mut Criterion) {
     let now_ms = 1_764_000_000_000;
-    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    };
+    let owned = |pairs: &[(&str, &str)]| Headers::from_pairs(pairs);
     let cases = [
         ("seconds", owned(&[("content-type", "application/json"), ("retry-after", "30")])),
         ("http_date", owned(&[("content-type", "application/json"), ("retry-after", "Wed, 26 Nov 2025 12:00:00 GMT")])),

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use crate::headers::Headers;
+
 /// Bounds and default for cooldowns, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -37,7 +39,7 @@ impl Policy {
 /// How long the answer's headers ask the client to wait, `now_ms` being the current Unix time in
 /// milliseconds (for HTTP-dates). `retry-after-ms` wins, then `Retry-After`, then the longest of the
 /// `x-ratelimit-reset-*` headers. Garbage is ignored, never guessed at.
-pub fn parse(headers: &[(String, String)], now_ms: u64) -> Option<Duration> {
+pub fn parse(headers: &Headers, now_ms: u64) -> Option<Duration> {
     let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
     if let Some(ms) = get("retry-after-ms").and_then(parse_millis) {
         return Some(ms);
@@ -220,8 +222,8 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        Headers::from_pairs(pairs)
     }
 
     const NOW: u64 = 784_111_777_000; // Sun, 06 Nov 1994 08:49:37 GMT

@@ -16,7 +16,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::config::Config;
-use crate::filter::{cooling_until, header, log, now_ms, remove_header, set_header, start_cooldown, OWN_PREFIX};
+use crate::filter::{cooling_until, log, now_ms, remove_header, set_header, start_cooldown, OWN_PREFIX};
+use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::plan::{self, Attempt, ATTEMPT_COUNT_HEADER, CANDIDATE_HEADER, FAILOVER_HEADER, PLAN_HEADER};
 use crate::request;
@@ -72,9 +73,9 @@ impl Context for AttemptStream {}
 impl HttpContext for AttemptStream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(config) = self.config.clone() else { return Action::Continue };
-        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        let attempt = header(&headers, ATTEMPT_COUNT_HEADER).and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
-        let planned = header(&headers, PLAN_HEADER).and_then(plan::decode);
+        let headers = Headers::read(MapType::HttpRequestHeaders).unwrap_or_default();
+        let attempt = headers.get(ATTEMPT_COUNT_HEADER).and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+        let planned = headers.get(PLAN_HEADER).and_then(plan::decode);
         // Neither reaches the provider.
         remove_header(MapType::HttpRequestHeaders, ATTEMPT_COUNT_HEADER);
         remove_header(MapType::HttpRequestHeaders, PLAN_HEADER);
@@ -98,7 +99,7 @@ impl HttpContext for AttemptStream {
             if let Some(host) = &upstream.host {
                 set_header(MapType::HttpRequestHeaders, ":authority", host);
             }
-            let path = header(&headers, ":path").unwrap_or_default();
+            let path = headers.get(":path").unwrap_or_default();
             if let Some(target) = request::target(&config.path_prefix, path) {
                 if let Some(new_path) = route::upstream_path(&config, candidate, path, &target) {
                     set_header(MapType::HttpRequestHeaders, ":path", &new_path);
@@ -145,17 +146,17 @@ impl HttpContext for AttemptStream {
             return Action::Continue;
         };
         let (category, index) = (*category, *index);
-        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let headers = Headers::read(MapType::HttpResponseHeaders).unwrap_or_default();
         for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
             remove_header(MapType::HttpResponseHeaders, name);
         }
         set_header(MapType::HttpResponseHeaders, CANDIDATE_HEADER, &index.to_string());
-        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let status = headers.get(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
         let Some(failover) = &config.failover else { return Action::Continue };
         if failover.statuses.contains(&status) {
             set_header(MapType::HttpResponseHeaders, FAILOVER_HEADER, &status.to_string());
         }
-        let asked_to_wait = header(&headers, "retry-after").is_some() || header(&headers, "retry-after-ms").is_some();
+        let asked_to_wait = headers.get("retry-after").is_some() || headers.get("retry-after-ms").is_some();
         if status == 429 || (failover.statuses.contains(&status) && asked_to_wait) {
             if let Some(candidate) = config.categories.get(category).and_then(|c| c.candidates.get(index)) {
                 start_cooldown(&config, &self.metrics, *candidate, &headers, &failover.cooldown);
@@ -178,11 +179,11 @@ impl HttpContext for LedgerStream {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Only response headers are read here: request headers are not reliably readable on an
         // upstream filter's response path.
-        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
-        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok());
-        let candidate = header(&headers, CANDIDATE_HEADER).and_then(|s| s.parse::<usize>().ok());
+        let headers = Headers::read(MapType::HttpResponseHeaders).unwrap_or_default();
+        let status = headers.get(":status").and_then(|s| s.parse::<u32>().ok());
+        let candidate = headers.get(CANDIDATE_HEADER).and_then(|s| s.parse::<usize>().ok());
         // The attempt role's own reply for a cooling candidate is not the provider's status.
-        let skipped = header(&headers, FAILOVER_HEADER) == Some(SKIP_MARKER);
+        let skipped = headers.get(FAILOVER_HEADER) == Some(SKIP_MARKER);
         let status = if skipped { Some(plan::SKIPPED) } else { status };
         if let (Some(status), Some(candidate)) = (status, candidate) {
             let existing = hostcalls::get_property(vec![plan::LEDGER_PROPERTY]).ok().flatten();

@@ -16,6 +16,7 @@ use crate::answer::{self, Priced, StreamedAnswer, Timing};
 use crate::config::{self, Candidate, Config, Role, CATEGORY_HINT_HEADER};
 use crate::cooldown::{self, CasMismatch, Cooldowns, SharedStore};
 use crate::failover::{AttemptStream, LedgerStream};
+use crate::headers::Headers;
 use crate::metrics::{self, Metrics};
 use crate::plan;
 use crate::request::{self, Endpoint};
@@ -166,7 +167,7 @@ struct Pending {
     path: String,
     endpoint: Endpoint,
     query: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     hint: Option<String>,
 }
 
@@ -241,7 +242,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         self.started_ms = now_ms();
-        let mut headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        let mut headers = match Headers::read(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
             Err(status) => {
                 log(LogLevel::Error, &format!("switchyard: cannot read request headers: {status:?}"));
@@ -249,19 +250,18 @@ impl HttpContext for Stream {
                 return Action::Continue;
             }
         };
-        let hint =
-            if config.allow_category_hint { header(&headers, CATEGORY_HINT_HEADER).map(str::to_owned) } else { None };
+        let hint = if config.allow_category_hint { headers.get(CATEGORY_HINT_HEADER).map(str::to_owned) } else { None };
         // Client-sent switchyard headers and the route header never reach routing or upstream.
-        headers.retain(|(name, _)| {
-            let own = name.starts_with(OWN_PREFIX) || *name == config.route_header;
+        headers.retain(|name, _| {
+            let own = name.starts_with(OWN_PREFIX) || name == config.route_header;
             if own {
                 remove_header(MapType::HttpRequestHeaders, name);
             }
             !own
         });
 
-        let method = header(&headers, ":method").unwrap_or_default();
-        let path = header(&headers, ":path").unwrap_or_default().to_owned();
+        let method = headers.get(":method").unwrap_or_default();
+        let path = headers.get(":path").unwrap_or_default().to_owned();
         let target = (method == "POST").then(|| request::target(&config.path_prefix, &path)).flatten();
         self.stage = match target {
             None => Stage::PassThrough,
@@ -321,8 +321,8 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         // Upstreams may not speak for switchyard: their `x-switchyard-*` headers go.
-        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
-        let strip_own = |headers: &[(String, String)]| {
+        let headers = Headers::read(MapType::HttpResponseHeaders).unwrap_or_default();
+        let strip_own = |headers: &Headers| {
             for (name, _) in headers.iter().filter(|(name, _)| name.starts_with(OWN_PREFIX)) {
                 remove_header(MapType::HttpResponseHeaders, name);
             }
@@ -334,12 +334,12 @@ impl HttpContext for Stream {
         let now = now_ms();
         let upstream_ms = now.saturating_sub(routed.forwarded_ms);
         routed.upstream_ms = Some(upstream_ms);
-        let status = header(&headers, ":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let status = headers.get(":status").and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
         let mut attempts = 1;
         let mut failed_over_from = None;
         if config.failover.is_some() {
             // The attempt role named the candidate that answered; the ledger recorded the others.
-            let answered = header(&headers, plan::CANDIDATE_HEADER).and_then(|v| v.parse::<usize>().ok());
+            let answered = headers.get(plan::CANDIDATE_HEADER).and_then(|v| v.parse::<usize>().ok());
             if let Some(cand) = answered.and_then(|i| config.categories.get(routed.category)?.candidates.get(i)) {
                 routed.upstream = cand.upstream;
                 routed.model = cand.model;
@@ -350,7 +350,7 @@ impl HttpContext for Stream {
             let failed = entries.get(..entries.len().saturating_sub(1)).unwrap_or_default();
             failed_over_from = plan::failover_from(&config, routed.category, failed);
             count_failovers(&self.metrics, &config, routed.category, &entries);
-            if header(&headers, plan::FAILOVER_HEADER).is_some() {
+            if headers.get(plan::FAILOVER_HEADER).is_some() {
                 // Every candidate failed or was skipped: answer like a rate limit, with the time
                 // the soonest candidate is free again.
                 let refusal = all_cooling_refusal(&config, routed.category, now);
@@ -384,7 +384,7 @@ impl HttpContext for Stream {
         self.metrics.route(metrics::RESPONSES, names.route(), Some(("status_class", class)), 1);
         self.metrics.route_histogram(metrics::UPSTREAM_LATENCY, names.route(), None, upstream_ms);
 
-        let streaming = header(&headers, "content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+        let streaming = headers.get("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
         let price = config.models.get(routed.model).map(|m| m.price).unwrap_or_default();
         routed.answer = if streaming {
             if matches!(routed.usage_chunk, UsageChunk::Injected | UsageChunk::ClientAsked) {
@@ -759,7 +759,7 @@ pub(crate) fn start_cooldown(
     config: &Config,
     metrics: &Metrics,
     candidate: Candidate,
-    headers: &[(String, String)],
+    headers: &Headers,
     policy: &cooldown::Policy,
 ) {
     let (Some(upstream), Some(model)) = (config.upstreams.get(candidate.upstream), config.models.get(candidate.model))
@@ -830,10 +830,6 @@ pub(crate) fn remove_header(map: MapType, name: &str) {
 
 fn log_header_failure(what: &str, name: &str, status: Status) {
     log(LogLevel::Error, &format!("switchyard: cannot {what} header {name}: {status:?}"));
-}
-
-pub(crate) fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]

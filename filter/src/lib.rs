@@ -3,7 +3,8 @@
 //! The decision core (`config`, `request`, `rules`, `keywords`, `route`, `pbstruct`) is plain Rust over plain
 //! data and is tested natively; `filter` is the thin layer that connects it to Envoy's callbacks.
 //! The `.wasm` entry point registers the root context and nothing else. Unsafe code is denied
-//! but for one block: `text::utf8` takes bytes it has checked are all ASCII as a `str`.
+//! but in two places: `text::utf8` takes bytes it has checked are all ASCII as a `str`, and
+//! `headers` makes the one hostcall the SDK's version of could panic on (reading a header map).
 
 #![deny(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod cooldown;
 pub mod cost;
 pub mod failover;
 pub mod filter;
+pub mod headers;
 pub mod keywords;
 pub mod metrics;
 pub mod pbstruct;

@@ -19,6 +19,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::headers::Headers;
+
 /// The OpenAI endpoints switchyard inspects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -664,7 +666,7 @@ fn append<'a>(out: &mut Cow<'a, str>, text: &Cow<'a, str>) {
 /// Everything a rule may look at, for one request.
 pub struct Facts<'a> {
     pub path: &'a str,
-    pub headers: &'a [(String, String)],
+    pub headers: &'a Headers,
     pub body: &'a Body<'a>,
     texts: OnceCell<Texts<'a>>,
     /// [`Texts::all`], built only when a rule reads it.
@@ -672,7 +674,7 @@ pub struct Facts<'a> {
 }
 
 impl<'a> Facts<'a> {
-    pub fn new(path: &'a str, headers: &'a [(String, String)], body: &'a Body<'a>) -> Self {
+    pub fn new(path: &'a str, headers: &'a Headers, body: &'a Body<'a>) -> Self {
         Facts { path, headers, body, texts: OnceCell::new(), all: OnceCell::new() }
     }
 
@@ -855,7 +857,8 @@ mod tests {
     fn token_estimate_is_bytes_over_four() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"abcdefghi"}]}"#;
         let p = parse(body).unwrap();
-        let facts = Facts::new("/v1/chat/completions", &[], &p);
+        let no_headers = Headers::default();
+        let facts = Facts::new("/v1/chat/completions", &no_headers, &p);
         assert_eq!(facts.token_estimate(), 3);
     }
 }

@@ -8,6 +8,7 @@
 use std::ops::Range;
 
 use crate::config::{Candidate, Config};
+use crate::headers::Headers;
 use crate::request::{self, Endpoint, Facts, IncludeUsage, Target};
 use crate::text::json_string;
 
@@ -112,7 +113,7 @@ pub fn decide(
     config: &Config,
     path: &str,
     target: &Target<'_>,
-    headers: &[(String, String)],
+    headers: &Headers,
     hint: Option<&str>,
     body: &[u8],
     cooling: Cooling<'_>,
@@ -310,7 +311,7 @@ mod tests {
         let c = config();
         let path = "/v1/chat/completions";
         let t = target("", path).unwrap();
-        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let headers = Headers::from_pairs(headers);
         decide(&c, path, &t, &headers, hint, body.as_bytes(), &never_cooling, 0)
             .map(|d| (c.categories[d.category].name.clone(), d))
     }
@@ -386,8 +387,17 @@ mod tests {
         let mut c = config();
         c.max_request_bytes = 10;
         let t = target("", "/v1/chat/completions").unwrap();
-        let err = decide(&c, "/v1/chat/completions", &t, &[], None, br#"{"model":"abcdefgh"}"#, &never_cooling, 0)
-            .unwrap_err();
+        let err = decide(
+            &c,
+            "/v1/chat/completions",
+            &t,
+            &Headers::default(),
+            None,
+            br#"{"model":"abcdefgh"}"#,
+            &never_cooling,
+            0,
+        )
+        .unwrap_err();
         assert_eq!((err.status, err.code), (413, "request_too_large"));
     }
 
@@ -482,7 +492,7 @@ mod tests {
             &c,
             "/v1/responses",
             &t,
-            &[],
+            &Headers::default(),
             Some("general"),
             br#"{"model":"mini","stream":true}"#,
             &never_cooling,
@@ -497,7 +507,7 @@ mod tests {
         let c = config();
         let t = target("", "/v1/chat/completions").unwrap();
         let body = br#"{"model":"auto","messages":[{"role":"user","content":"chargeback"}]}"#;
-        let headers = vec![("x-team".to_owned(), "risk".to_owned())];
+        let headers = Headers::from_pairs(&[("x-team", "risk")]);
         let run = |cooling: Cooling<'_>| decide(&c, "/v1/chat/completions", &t, &headers, None, body, cooling, 1000);
         // Without failover the plan is the first free candidate; the later ones are not looked up.
         let lookups = std::cell::Cell::new(0);
@@ -540,7 +550,7 @@ mod tests {
         c.path_prefix = "/llm".into();
         let path = "/llm/v1/chat/completions?x=1";
         let t = target("/llm", path).unwrap();
-        let d = decide(&c, path, &t, &[], None, br#"{"model":"other"}"#, &never_cooling, 0).unwrap();
+        let d = decide(&c, path, &t, &Headers::default(), None, br#"{"model":"other"}"#, &never_cooling, 0).unwrap();
         assert_eq!(d.path.as_deref(), Some("/v1/chat/completions?x=1"));
     }
 }

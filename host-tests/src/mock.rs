@@ -217,6 +217,7 @@ impl Behavior {
     /// | `x-mock-chunks`         | number of streamed content chunks                        |
     /// | `x-mock-retry-after`    | `Retry-After` value                                      |
     /// | `x-mock-header`         | `name: value` extra response header (may repeat)         |
+    /// | `x-mock-latin1`         | sent back as a response header, in Latin-1 bytes         |
     /// | `x-mock-broken`         | `invalid-json`, `truncated`, `reset-before-headers`, `reset-mid-body`, `no-usage` |
     /// | `x-mock-usage`          | `prompt,completion[,cached[,reasoning]]`                 |
     pub fn from_request_headers(headers: &[(String, String)]) -> anyhow::Result<Behavior> {
@@ -237,6 +238,7 @@ impl Behavior {
                         value.split_once(':').ok_or_else(|| anyhow!("expected `name: value`")).with_context(bad)?;
                     behavior.headers.push((extra_name.trim().to_owned(), extra_value.trim().to_owned()));
                 }
+                LATIN1_HEADER => behavior.headers.push((LATIN1_HEADER.to_owned(), value.to_owned())),
                 "x-mock-broken" => behavior.broken = Some(value.parse().with_context(bad)?),
                 "x-mock-usage" => behavior.usage = Some(value.parse().with_context(bad)?),
                 _ => {}
@@ -870,7 +872,8 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     while matches!(line.last(), Some(b'\n' | b'\r')) {
         line.pop();
     }
-    String::from_utf8(line).map(Some).map_err(|_| invalid("request head is not UTF-8"))
+    // Header values may carry bytes that are not UTF-8 (HTTP's obs-text): recorded as U+FFFD.
+    Ok(Some(String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
 }
 
 /// Reads one request; `None` when the client closed the connection between requests.
@@ -1165,16 +1168,25 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn head(status: u16, headers: &[(String, String)]) -> Vec<u8> {
-    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status)).into_bytes();
     for (name, value) in headers {
-        out.push_str(name);
-        out.push_str(": ");
-        out.push_str(value);
-        out.push_str("\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        if name == LATIN1_HEADER {
+            // One byte per character, as HTTP's obs-text allows; not UTF-8.
+            out.extend(value.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+        } else {
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
     }
-    out.push_str("\r\n");
-    out.into_bytes()
+    out.extend_from_slice(b"\r\n");
+    out
 }
+
+/// A response header whose value the mock writes in Latin-1 (one byte per character up to U+00FF),
+/// not UTF-8: what an upstream may send, and a filter must read without failing.
+pub const LATIN1_HEADER: &str = "x-mock-latin1";
 
 fn write_json(
     writer: &mut impl Write,

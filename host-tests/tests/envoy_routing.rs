@@ -233,6 +233,39 @@ fn chunked_request_body_is_read_whole() {
     assert_eq!(seen.body_text(), body.replace("extract-fields", "gpt-4o-mini"));
 }
 
+/// HTTP header values may carry bytes that are not UTF-8 (obs-text); Envoy passes them on. One in
+/// a client's header and one in a provider's answer must neither trap the VM nor lose the request:
+/// it is routed, priced and answered, and a header rule reads the other headers as usual.
+#[test]
+fn header_values_that_are_not_utf8_are_read_without_failing() {
+    let s = demo();
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", s.envoy.port())).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-team: risk\r\n\
+         x-mock-latin1: caf\u{e9}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(b"x-client-name: Jos\xe9\r\n\r\n").unwrap();
+    stream.write_all(body.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-switchyard-category: fraud-review"), "{text}");
+    assert!(text.contains("x-switchyard-cost-status: ok"), "{text}");
+    // The provider's header reaches the client as it sent it.
+    let sent_back: &[u8] = b"x-mock-latin1: caf\xe9\r\n";
+    assert!(response.windows(sent_back.len()).any(|w| w == sent_back), "{text}");
+    let seen = s.provider("provider_b").unwrap().last_request().unwrap();
+    assert_eq!(seen.model().as_deref(), Some("claude-sonnet-4-5"));
+    let log = s.envoy.log();
+    assert!(!log.contains("panicked") && !log.contains("Function: proxy_on"), "{log}");
+}
+
 #[test]
 fn json_string_config_with_prefix_rewrites_and_hints() {
     let s = Scenario::start("json-config", 2).unwrap();

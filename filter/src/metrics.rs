@@ -72,21 +72,14 @@ struct RouteMetric {
 }
 
 impl Hash for RouteMetric {
-    /// Word by word: the derived hash writes the index array as bytes (and its length first),
-    /// which [`WordHasher`] takes one byte at a time.
+    /// The words that tell metrics apart in practice: the base name's and the extra label value's
+    /// addresses and the route's indexes packed into one word (equal keys still compare every
+    /// field). The derived hash writes the index array as bytes, which [`WordHasher`] takes one
+    /// byte at a time.
     fn hash<H: Hasher>(&self, state: &mut H) {
         let [category, upstream, model] = self.index;
-        for word in [
-            self.base.0,
-            self.base.1,
-            category,
-            upstream,
-            model,
-            self.extra_key.0,
-            self.extra_key.1,
-            self.extra_value.0,
-            self.extra_value.1,
-        ] {
+        let route = (category << 20) ^ (upstream << 10) ^ model;
+        for word in [self.base.0, route, self.extra_value.0] {
             state.write_usize(word);
         }
     }

@@ -15,7 +15,7 @@ seconds="${1:?usage: campaign.sh SECONDS [TARGET ...]}"
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_route sse_usage config_load retry_after)
+    targets=(request_route sse_usage config_load retry_after header_map)
 fi
 sanitizer="${SANITIZER:-none}"
 mkdir -p campaign-logs

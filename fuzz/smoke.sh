@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 seconds="${SECONDS_PER_TARGET:-10}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_route sse_usage config_load retry_after)
+    targets=(request_route sse_usage config_load retry_after header_map)
 fi
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

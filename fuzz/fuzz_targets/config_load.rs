@@ -7,6 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::{self, Config, ConfigError, Role};
+use switchyard::headers::Headers;
 use switchyard::request;
 use switchyard::route;
 use switchyard_fuzz::encode_struct;
@@ -81,7 +82,7 @@ fn check(bytes: &[u8], loaded: Result<Config, ConfigError>, default_role: Role) 
         assert!(failover.statuses.iter().all(|s| (400..=599).contains(s)) && !failover.statuses.is_empty());
     }
     // The compiled rules run: a few requests on every endpoint, with every category as a hint.
-    let headers = vec![("x-team".to_owned(), "risk".to_owned()), ("x-tier".to_owned(), "gold".to_owned())];
+    let headers = Headers::from_pairs(&[("x-team", "risk"), ("x-tier", "gold")]);
     for (i, body) in BODIES.iter().enumerate() {
         for suffix in ["/chat/completions", "/completions", "/embeddings", "/responses"] {
             let path = format!("{}/v1{suffix}", config.path_prefix);

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use switchyard::config::{self, Candidate, Config};
+use switchyard::headers::Headers;
 use switchyard::request::{self, Endpoint, IncludeUsage};
 use switchyard::route::{self, UsageChunk};
 use switchyard_fuzz::{is_json, Dice, Json};
@@ -138,6 +139,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let is_cooling = |c: Candidate| cooling(c).is_some_and(|until| until > NOW_MS);
 
+    let headers = Headers::from_pairs(&headers);
     let outcome = route::decide(config, &path, &target, &headers, hint, data, &cooling, NOW_MS);
     let parsed = request::parse(data);
     match outcome {

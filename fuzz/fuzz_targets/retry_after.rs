@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::cooldown::{self, Policy};
+use switchyard::headers::Headers;
 use switchyard_fuzz::Dice;
 
 const NAMES: [&str; 4] = ["retry-after", "retry-after-ms", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"];
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         _ => dice.roll(),
     };
 
-    let headers: Vec<(String, String)> = text
+    let pairs: Vec<(String, String)> = text
         .split('\n')
         .zip(NAMES.iter().cycle())
         .filter(|(value, _)| !value.is_empty())
@@ -38,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             (name, value.to_owned())
         })
         .collect();
+    let headers = Headers::from_pairs(&pairs);
     let asked = cooldown::parse(&headers, now_ms);
     if let Some(d) = asked {
         assert!(d.as_millis() <= u128::from(LAST_DATE_MS.max(CAP_SECS * 1000)), "{d:?} from {headers:?}");

@@ -17,7 +17,7 @@ use serde_json::json;
 use switchyard::answer::{Priced, StreamedAnswer, Timing};
 use switchyard::config::{self, Price};
 use switchyard::route::UsageChunk;
-use switchyard::sse::{Event, SseSplitter};
+use switchyard::sse::{self, SseSplitter};
 use switchyard::usage;
 use switchyard_fuzz::{appended_cost, chunks, is_json, removed_one_null_usage, Dice, Json};
 
@@ -93,13 +93,27 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// An event copied out of the splitter, which lends each one for the length of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    raw: Vec<u8>,
+    data: Option<String>,
+    event: Option<String>,
+}
+
+impl From<sse::Event<'_>> for Event {
+    fn from(e: sse::Event<'_>) -> Self {
+        Event { raw: e.raw.to_vec(), data: e.data.map(|d| d.into_owned()), event: e.event.map(|v| v.into_owned()) }
+    }
+}
+
 fn split(chunks: &[&[u8]]) -> (Vec<Event>, Vec<u8>) {
     let mut splitter = SseSplitter::new();
     let mut events = Vec::new();
     for chunk in chunks {
-        events.extend(splitter.push(chunk));
+        splitter.feed(chunk, |e| events.push(Event::from(e)));
     }
-    events.extend(splitter.finish());
+    splitter.finish(|e| events.push(Event::from(e)));
     (events, splitter.take_pending())
 }
 

@@ -40,7 +40,7 @@ impl Policy {
 /// milliseconds (for HTTP-dates). `retry-after-ms` wins, then `Retry-After`, then the longest of the
 /// `x-ratelimit-reset-*` headers. Garbage is ignored, never guessed at.
 pub fn parse(headers: &Headers, now_ms: u64) -> Option<Duration> {
-    let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
+    let get = |name: &str| headers.find(|k| k.eq_ignore_ascii_case(name)).map(str::trim);
     if let Some(ms) = get("retry-after-ms").and_then(parse_millis) {
         return Some(ms);
     }

@@ -94,7 +94,12 @@ impl Headers {
 
     /// The first value of the header named exactly `name` (Envoy's names are lower case).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.find(|n| n == name)
+    }
+
+    /// The first value of the header whose name `is_it` picks; only names are read on the way.
+    pub fn find(&self, mut is_it: impl FnMut(&str) -> bool) -> Option<&str> {
+        self.pairs.iter().find(|(name, _)| is_it(self.piece(name))).map(|(_, value)| self.piece(value))
     }
 
     /// Keeps the headers for which `keep(name, value)` is true.

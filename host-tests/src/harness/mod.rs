@@ -5,7 +5,8 @@
 //! moves, and a responder for the HTTP calls the filter dispatches. A [`Stream`] plays one request:
 //! the test sends the client's frames and the upstream's, and reads back what the upstream and the
 //! client received ([`UpstreamRequest`], [`ClientResponse`]), plus logs, metrics, shared data and
-//! filter state. There is no global host state, so tests run in parallel.
+//! filter state. Benchmarks use [`Stream::push_request`] and [`Stream::push_response`], the same
+//! flow without those views. There is no global host state, so tests run in parallel.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 //!
 //! Envoy runs one VM per worker thread. Each [`Vm`] here has its own wasmtime `Store`, so its
 //! linear memory, its contexts, its metric ids and its pending HTTP calls are its own; what workers
-//! share lives in [`SharedStore`](super::shared::SharedStore). The engine and compiled modules are
+//! share lives in [`SharedStore`]. The engine and compiled modules are
 //! cached per process (compiling is the slow part and is a pure function of the bytes); no host
 //! state is.
 

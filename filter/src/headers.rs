@@ -46,13 +46,14 @@ impl Headers {
             Some(start) if start <= bytes.len() => start,
             _ => return Headers::default(),
         };
-        let sizes = (0..count).map_while(|n| Some((read_u32(&bytes, 4 + n * 8)?, read_u32(&bytes, 8 + n * 8)?)));
-        let sizes: Vec<(usize, usize)> = sizes.collect();
         // Offsets from the start of the names and values, which are all that is kept.
         let text_len = bytes.len().saturating_sub(start);
-        let mut pairs = Vec::with_capacity(sizes.len());
+        let mut pairs = Vec::with_capacity(count);
         let mut at = 0usize;
-        for (name_len, value_len) in sizes {
+        for n in 0..count {
+            let (Some(name_len), Some(value_len)) = (read_u32(&bytes, 4 + n * 8), read_u32(&bytes, 8 + n * 8)) else {
+                break;
+            };
             // Each name and value is followed by a NUL byte.
             let Some(name_end) = at.checked_add(name_len) else { break };
             let Some(value_end) = name_end.checked_add(1).and_then(|v| v.checked_add(value_len)) else { break };
@@ -105,8 +106,7 @@ impl Headers {
     /// Keeps the headers for which `keep(name, value)` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         let text = &self.text;
-        let piece = |r: &Range<usize>| text.get(r.clone()).unwrap_or_default();
-        self.pairs.retain(|(name, value)| keep(piece(name), piece(value)));
+        self.pairs.retain(|(name, value)| keep(piece(text, name), piece(text, value)));
     }
 
     pub fn len(&self) -> usize {
@@ -118,8 +118,13 @@ impl Headers {
     }
 
     fn piece(&self, range: &Range<usize>) -> &str {
-        self.text.get(range.clone()).unwrap_or_default()
+        piece(&self.text, range)
     }
+}
+
+/// The name or value at `range` in `text`.
+fn piece<'t>(text: &'t str, range: &Range<usize>) -> &'t str {
+    text.get(range.clone()).unwrap_or_default()
 }
 
 /// The same headers in the same order.

@@ -20,6 +20,15 @@ fn pairs(map: &HeaderMap) -> Vec<(String, String)> {
     map.0.to_vec()
 }
 
+/// A whole body as frames: one, or none when it is empty (headers only).
+fn one_frame<'b, 'a>(body: &'b &'a [u8]) -> &'b [&'a [u8]] {
+    if body.is_empty() {
+        &[]
+    } else {
+        std::slice::from_ref(body)
+    }
+}
+
 fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     let name = name.to_ascii_lowercase();
     headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
@@ -208,20 +217,22 @@ impl Stream {
 
     /// Sends the whole request: headers, then `body` as one frame (headers only if empty).
     pub fn request(&mut self, headers: &[(&str, &str)], body: &[u8]) -> Result<UpstreamRequest> {
-        if body.is_empty() {
-            self.request_chunks(headers, &[])
-        } else {
-            self.request_chunks(headers, &[body])
-        }
+        self.request_chunks(headers, one_frame(&body))
     }
 
     /// Sends headers, then each chunk as a frame, the last with end of stream.
     pub fn request_chunks(&mut self, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<UpstreamRequest> {
+        self.feed_request(headers, chunks)?;
+        self.upstream()
+    }
+
+    /// The request's headers, then each chunk as a frame, the last with end of stream.
+    fn feed_request(&mut self, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<()> {
         self.feed(Dir::Request, Event::Headers(request_map(headers), chunks.is_empty()))?;
         for (i, c) in chunks.iter().enumerate() {
             self.feed(Dir::Request, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
         }
-        self.upstream()
+        Ok(())
     }
 
     /// Sends headers and the whole body like [`Stream::request`], without building the
@@ -229,21 +240,24 @@ impl Stream {
     /// benchmarks, which measure the filter and the host, not the view. True when the whole request
     /// reached the upstream.
     pub fn push_request(&mut self, headers: &[(&str, &str)], body: &[u8]) -> Result<bool> {
-        self.feed(Dir::Request, Event::Headers(request_map(headers), body.is_empty()))?;
-        if !body.is_empty() {
-            self.feed(Dir::Request, Event::Data(body.to_vec(), true))?;
-        }
+        self.feed_request(headers, one_frame(&body))?;
         self.reached(Dir::Request)
     }
 
     /// The upstream answers like [`Stream::respond_stream`], without building the
     /// [`ClientResponse`] view. True when the whole answer reached the client.
     pub fn push_response(&mut self, status: u16, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<bool> {
+        self.feed_response(status, headers, chunks)?;
+        self.reached(Dir::Response)
+    }
+
+    /// The upstream's headers, then each chunk as a frame, the last with end of stream.
+    fn feed_response(&mut self, status: u16, headers: &[(&str, &str)], chunks: &[&[u8]]) -> Result<()> {
         self.feed_response_headers(status, headers, chunks.is_empty())?;
         for (i, c) in chunks.iter().enumerate() {
             self.feed(Dir::Response, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
         }
-        self.reached(Dir::Response)
+        Ok(())
     }
 
     /// Whether the whole of `dir` (headers through end of stream) has been sent on.
@@ -289,11 +303,7 @@ impl Stream {
 
     /// The upstream answers with one body frame (headers only if empty).
     pub fn respond(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<ClientResponse> {
-        if body.is_empty() {
-            self.respond_stream(status, headers, &[])
-        } else {
-            self.respond_stream(status, headers, &[body])
-        }
+        self.respond_stream(status, headers, one_frame(&body))
     }
 
     /// The upstream answers with headers and then each chunk as a frame (e.g. SSE events).
@@ -303,10 +313,7 @@ impl Stream {
         headers: &[(&str, &str)],
         chunks: &[&[u8]],
     ) -> Result<ClientResponse> {
-        self.feed_response_headers(status, headers, chunks.is_empty())?;
-        for (i, c) in chunks.iter().enumerate() {
-            self.feed(Dir::Response, Event::Data(c.to_vec(), i + 1 == chunks.len()))?;
-        }
+        self.feed_response(status, headers, chunks)?;
         self.client()
     }
 

@@ -54,24 +54,20 @@ fn lifecycle(c: &mut Criterion) {
     let answer = br#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#;
     let mut group = c.benchmark_group("wasm");
     group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("request_2k_non_streaming_whole_lifecycle", |b| {
+    // One request and its answer, pushed through `host` without the test views.
+    let whole_lifecycle = |b: &mut criterion::Bencher<'_>, host: &Host| {
         b.iter(|| {
             let mut s = host.stream().unwrap();
             assert!(s.push_request(&REQUEST_HEADERS, black_box(&body)).unwrap());
             assert!(s.push_response(200, &[("content-type", "application/json")], &[answer]).unwrap());
         });
-    });
+    };
+    group.bench_function("request_2k_non_streaming_whole_lifecycle", |b| whole_lifecycle(b, &host));
     // The same request and answer through the floor filter (benches/floor-filter: hold the
     // headers, copy the body into the VM once, set the route header): what the harness and the host
     // boundary cost any body-reading filter. switchyard's own work is the difference.
     if let Some(floor) = floor_host() {
-        group.bench_function("floor_filter_2k_whole_lifecycle", |b| {
-            b.iter(|| {
-                let mut s = floor.stream().unwrap();
-                assert!(s.push_request(&REQUEST_HEADERS, black_box(&body)).unwrap());
-                assert!(s.push_response(200, &[("content-type", "application/json")], &[answer]).unwrap());
-            });
-        });
+        group.bench_function("floor_filter_2k_whole_lifecycle", |b| whole_lifecycle(b, &floor));
     } else {
         eprintln!("switchyard_floor.wasm is not built (make bench-wasm): no floor lifecycle");
     }

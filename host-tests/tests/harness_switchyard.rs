@@ -73,6 +73,74 @@ fn two_workers_route_alike_and_share_metrics() {
     assert_eq!(requests, 2);
 }
 
+/// The demo's keyword rule (chargeback, fraud, stolen card in the last user message, any case) as
+/// the module runs it, with its vector search: on generated texts of every length up to a few
+/// hundred bytes, each with a keyword or a near miss somewhere (often across the end of a 16- or
+/// 64-byte block), in either case, and with the two characters outside ASCII that fold to a
+/// keyword's letter (the Kelvin sign to `k`, the long s to `s`), the request goes to fraud-review
+/// exactly when a plain case-insensitive search of the folded text finds a keyword.
+#[test]
+fn keyword_rules_in_the_module_find_what_a_plain_search_finds() {
+    let wasm = differential::wasm().unwrap();
+    let host = harness_host(&wasm, Env::Demo).unwrap();
+    let keywords = ["chargeback", "fraud", "stolen card"];
+    let pieces = [
+        "fraud",
+        "FRAUD",
+        "frau",
+        "fRaUd",
+        "stolen card",
+        "Stolen Card",
+        "stolen  card",
+        "chargeback",
+        "CHARGEBAC",
+        "charge\u{212a}ack",
+        "charGEBAC\u{212a}",
+        "\u{17f}tolen card",
+        "\u{17f}tolen",
+        "é",
+        "€",
+        "\n",
+    ];
+    let filler = "the quarterly report lists revenue by region and explains each figure; ";
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut found, mut missed) = (0, 0);
+    for _ in 0..600 {
+        let len = (next() % 300) as usize;
+        let mut text: String = filler.chars().cycle().take(len).collect();
+        for _ in 0..=(next() % 2) {
+            let piece = pieces[(next() % pieces.len() as u64) as usize];
+            let at = next() as usize % (text.len() + 1);
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.insert_str(at, piece);
+        }
+        let folded = text.replace('\u{212a}', "k").replace('\u{17f}', "s").to_ascii_lowercase();
+        let expected = keywords.iter().any(|k| folded.contains(k));
+        let body = serde_json::to_vec(&serde_json::json!({
+            "model": "auto",
+            "messages": [{"role": "user", "content": text}]
+        }))
+        .unwrap();
+        let headers = differential::envoy_request_headers("POST", "/v1/chat/completions", &[], &body);
+        let up = differential::send_request(&mut host.stream().unwrap(), &headers, &body).unwrap();
+        // fraud-review goes to provider_b first; general to provider_c.
+        let cluster = if expected { "provider_b" } else { "provider_c" };
+        assert_eq!(up.header("x-switchyard-cluster"), Some(cluster), "{text:?}");
+        if expected {
+            found += 1
+        } else {
+            missed += 1
+        }
+    }
+    assert!(found > 150 && missed > 150, "{found} texts with a keyword, {missed} without: too few of one kind");
+}
+
 /// A body past Envoy's 1 MiB buffer limit, as Envoy 1.40 handles it (checked against its debug log
 /// and stats): a frame that takes a paused buffer past the limit gets Envoy's plain 413, though the
 /// filter's body callback still runs (switchyard counts its own refusal, which is dropped); a first

@@ -165,30 +165,32 @@ impl Glob {
         )
     }
 
-    /// Iterative matcher with single backtrack point: linear in practice, never exponential.
+    /// Iterative matcher with single backtrack point: linear in practice, never exponential. The
+    /// text is walked by character where it stands (`t` is a byte offset), without a copy.
     pub fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
+        let char_at = |t: usize| text.get(t..).and_then(|rest| rest.chars().next());
         let (mut p, mut t) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match (self.0.get(p), text.get(t)) {
-                (Some(GlobToken::AnyRun), _) => {
+        while let Some(tc) = char_at(t) {
+            match self.0.get(p) {
+                Some(GlobToken::AnyRun) => {
                     star = Some((p, t));
                     p += 1;
                 }
-                (Some(GlobToken::AnyOne), Some(_)) => {
+                Some(GlobToken::AnyOne) => {
                     p += 1;
-                    t += 1;
+                    t += tc.len_utf8();
                 }
-                (Some(GlobToken::Literal(c)), Some(tc)) if c == tc => {
+                Some(GlobToken::Literal(c)) if *c == tc => {
                     p += 1;
-                    t += 1;
+                    t += tc.len_utf8();
                 }
                 _ => match star {
                     Some((sp, st)) => {
+                        let next = st + char_at(st).map_or(1, char::len_utf8);
                         p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
+                        t = next;
+                        star = Some((sp, next));
                     }
                     None => return false,
                 },
@@ -223,6 +225,57 @@ mod tests {
         for (pattern, text, want) in cases {
             assert_eq!(Glob::new(pattern).matches(text), want, "{pattern} vs {text}");
         }
+    }
+
+    /// The matcher walks the text in place; a matcher over a copy of its characters, as it was
+    /// once written, agrees with it on generated patterns and texts with multi-byte characters.
+    #[test]
+    fn glob_agrees_with_matching_over_a_char_copy() {
+        fn by_chars(pattern: &str, text: &str) -> bool {
+            let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+            let (mut i, mut j, mut star) = (0, 0, None);
+            while j < t.len() {
+                match p.get(i) {
+                    Some('*') => {
+                        star = Some((i, j));
+                        i += 1;
+                    }
+                    Some(c) if *c == '?' || Some(c) == t.get(j) => {
+                        i += 1;
+                        j += 1;
+                    }
+                    _ => match star {
+                        Some((si, sj)) => {
+                            (i, j) = (si + 1, sj + 1);
+                            star = Some((si, sj + 1));
+                        }
+                        None => return false,
+                    },
+                }
+            }
+            p.get(i..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        }
+        let alphabet = ['a', 'é', '€', '𝄞', '*', '?'];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut word = |max: u64, alphabet: &[char]| -> String {
+            let len = next() % max;
+            (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect()
+        };
+        let mut matched = 0;
+        for _ in 0..20_000 {
+            let pattern = word(6, &alphabet);
+            let text = word(8, &alphabet[..4]);
+            let want = by_chars(&pattern, &text);
+            assert_eq!(Glob::new(&pattern).matches(&text), want, "{pattern} vs {text}");
+            matched += usize::from(want);
+        }
+        assert!(matched > 1000 && matched < 19_000, "{matched} of 20000 match: the cases test too little");
     }
 
     #[test]

@@ -253,8 +253,13 @@ fn proxy_get_buffer_status(c: &mut C<'_>, t: i32, len_ptr: i32, flags_ptr: i32) 
 fn splice(body: &mut Vec<u8>, start: usize, size: usize, value: &[u8]) -> Status {
     if start == 0 {
         let drain = size.min(body.len());
-        body.drain(..drain);
-        body.splice(0..0, value.iter().copied());
+        if drain == body.len() {
+            // The whole body replaced (a rewritten request): one copy.
+            body.clear();
+            body.extend_from_slice(value);
+        } else {
+            body.splice(..drain, value.iter().copied());
+        }
         Status::Ok
     } else if start >= body.len() {
         body.extend_from_slice(value);

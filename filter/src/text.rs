@@ -76,7 +76,9 @@ pub fn json_string(text: &str) -> String {
 
 /// Appends `n` in decimal.
 pub fn push_decimal(out: &mut String, n: u64) {
-    out.push_str(decimal(n).as_str());
+    // Digit by digit: a `str` of the digits would be checked as UTF-8 first.
+    let number = decimal(n);
+    out.extend(number.digits.iter().skip(number.start).map(|digit| char::from(*digit)));
 }
 
 /// Appends `n` in decimal, padded with leading zeros to at least `width` digits (at most 20).

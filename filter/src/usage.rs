@@ -41,7 +41,13 @@ pub struct Usage {
 /// Usage of a whole non-streaming answer of /v1/chat/completions, /v1/completions, /v1/embeddings
 /// or /v1/responses (the top-level `usage` object).
 pub fn from_body(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Object<WithUsage>>(body).ok()?.0.usage?.0.read()
+    // Checked as UTF-8 once (ASCII a word at a time), so that serde_json reads it as a `str` and
+    // does not check each key again; a body that is not UTF-8 is read as bytes, as before.
+    let usage = match crate::text::utf8(body) {
+        Ok(text) => serde_json::from_str::<Object<WithUsage>>(text).ok()?.0.usage,
+        Err(_) => serde_json::from_slice::<Object<WithUsage>>(body).ok()?.0.usage,
+    };
+    usage?.0.read()
 }
 
 /// Usage carried by one SSE `data` payload: a chat/completions chunk whose `usage` is a non-null

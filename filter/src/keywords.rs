@@ -3,10 +3,11 @@
 //! A keyword list means the same as the regex alternation of the escaped keywords, matched
 //! case-insensitively by default with Unicode simple case folding. For keywords made of ASCII
 //! characters that search reduces to an ASCII case-insensitive substring search, which is what this
-//! module does. Up to four keywords are looked for in one pass over the text, 16 bytes at a time,
-//! each by a pair of adjacent bytes around its rarest one ([`Scan`]); the keyword is compared where
-//! its pair shows. Longer lists look for each keyword's rarest byte with `memchr2` in turn. Two
-//! things would make the reduction inexact, and both fall back to the compiled regex:
+//! module does. Inside the VM, up to four keywords are looked for in one pass over the text, 16
+//! bytes at a time, each by a pair of adjacent bytes around its rarest one ([`Scan`]); the keyword
+//! is compared where its pair shows. Longer lists, and every list in a native build, look for each
+//! keyword's rarest byte with `memchr2` in turn. Two things would make the reduction inexact, and
+//! both fall back to the compiled regex:
 //! - a keyword with a non-ASCII character (its case partners are not just upper and lower case):
 //!   the whole list is searched by the regex;
 //! - a message text containing a non-ASCII character that folds to a keyword's ASCII letter (the

@@ -371,6 +371,7 @@ fn rank(byte: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::xorshift;
     use regex::RegexBuilder;
 
     fn regex(words: &[&str], case_insensitive: bool) -> Regex {
@@ -398,6 +399,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`agree`] on generated texts; how many of them have a keyword (ignoring case), so that a
+    /// test can check its texts test both outcomes.
+    fn agree_counting(words: &[&str], texts: &[String]) -> usize {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        agree(words, &refs);
+        let re = regex(words, true);
+        refs.iter().filter(|t| re.is_match(t)).count()
     }
 
     #[test]
@@ -451,22 +461,17 @@ mod tests {
         // other characters, so that near misses and matches are both common.
         let alphabet: Vec<char> = "stkKSTacrdA \u{212a}\u{17f}é.".chars().collect();
         let words = ["st", "tack", "a c", "kk"];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut texts = Vec::new();
         for _ in 0..3000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             let len = (seed % 9) as usize;
             let text: String = (0..len)
                 .map(|i| alphabet.get(((seed >> (i * 5 + 8)) % alphabet.len() as u64) as usize).copied().unwrap_or('x'))
                 .collect();
             texts.push(text);
         }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        agree(&words, &refs);
-        let re = regex(&words, true);
-        let matched = refs.iter().filter(|t| re.is_match(t)).count();
+        let matched = agree_counting(&words, &texts);
         assert!(matched > 300 && matched < 2700, "{matched} of 3000 match: the texts test too little");
     }
 
@@ -494,13 +499,7 @@ mod tests {
             "\n",
         ];
         let filler = b"the quarterly report lists revenue by region; ";
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut texts = Vec::new();
         for _ in 0..4000 {
             let len = (next() % 200) as usize;
@@ -510,10 +509,7 @@ mod tests {
             text.insert_str(at, piece);
             texts.push(text);
         }
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        agree(&words, &refs);
-        let re = regex(&words, true);
-        let matched = refs.iter().filter(|t| re.is_match(t)).count();
+        let matched = agree_counting(&words, &texts);
         assert!(matched > 1000 && matched < 3000, "{matched} of 4000 match: the texts test too little");
         assert!(keywords(&words, true).unwrap().scan.is_some(), "these keywords are searched in one pass");
     }

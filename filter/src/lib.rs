@@ -23,6 +23,8 @@ pub mod request;
 pub mod route;
 pub mod rules;
 pub mod sse;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod usage;
 

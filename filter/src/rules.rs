@@ -256,13 +256,7 @@ mod tests {
             p.get(i..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
         }
         let alphabet = ['a', 'é', '€', '𝄞', '*', '?'];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         let mut word = |max: u64, alphabet: &[char]| -> String {
             let len = next() % max;
             (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect()

@@ -126,33 +126,30 @@ impl Word {
         Word { bytes, anchor, needle, case_insensitive, pair_at, pair }
     }
 
+    /// Whether the keyword starts at `start` in `text`; `None` when it would run past the end.
+    fn starts_at(&self, text: &[u8], start: usize) -> Option<bool> {
+        let candidate = text.get(start..start.checked_add(self.bytes.len())?)?;
+        Some(if self.case_insensitive {
+            candidate.eq_ignore_ascii_case(&self.bytes)
+        } else {
+            candidate == self.bytes.as_slice()
+        })
+    }
+
     /// Whether the keyword is in `text` with its pair at `at`.
     fn is_at(&self, text: &[u8], at: usize) -> bool {
-        let Some(start) = at.checked_sub(self.pair_at) else { return false };
-        match text.get(start..start.saturating_add(self.bytes.len())) {
-            Some(candidate) if self.case_insensitive => candidate.eq_ignore_ascii_case(&self.bytes),
-            Some(candidate) => candidate == self.bytes.as_slice(),
-            None => false,
-        }
+        at.checked_sub(self.pair_at).and_then(|start| self.starts_at(text, start)) == Some(true)
     }
 
     fn is_in(&self, text: &[u8]) -> bool {
         let mut from = self.anchor;
         while let Some(hit) = text.get(from..).and_then(|rest| memchr2(self.needle.0, self.needle.1, rest)) {
             let at = from + hit;
-            let start = at - self.anchor;
-            if let Some(candidate) = text.get(start..start + self.bytes.len()) {
-                let same = if self.case_insensitive {
-                    candidate.eq_ignore_ascii_case(&self.bytes)
-                } else {
-                    candidate == self.bytes.as_slice()
-                };
-                if same {
-                    return true;
-                }
-            } else {
+            match self.starts_at(text, at - self.anchor) {
+                Some(true) => return true,
+                Some(false) => {}
                 // The keyword would run past the end of the text: so would every later hit.
-                return false;
+                None => return false,
             }
             from = at + 1;
         }

@@ -263,8 +263,21 @@ pub fn upstream_path(config: &Config, candidate: Candidate, path: &str, target: 
     if base.is_none() && config.path_prefix.is_empty() {
         return None;
     }
-    let rewritten = format!("{}{}{}", base.unwrap_or("/v1"), target.endpoint.suffix(), target.query);
-    (rewritten != path).then_some(rewritten)
+    let parts = [base.unwrap_or("/v1"), target.endpoint.suffix(), target.query];
+    // Compared piece by piece, and joined without the formatting machinery: this runs on every
+    // request routed to an upstream with a `base_path`.
+    let mut rest = Some(path);
+    for part in parts {
+        rest = rest.and_then(|r| r.strip_prefix(part));
+    }
+    if rest == Some("") {
+        return None;
+    }
+    let mut rewritten = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        rewritten.push_str(part);
+    }
+    Some(rewritten)
 }
 
 #[cfg(test)]
@@ -542,6 +555,27 @@ mod tests {
         assert_eq!((err.status, err.code, err.retry_after), (429, "all_candidates_cooling", Some(3)));
         let json: serde_json::Value = serde_json::from_str(&err.body()).unwrap();
         assert_eq!(json["error"]["type"], "rate_limit_error");
+    }
+
+    #[test]
+    fn upstream_path_is_none_only_when_nothing_changes() {
+        let mut c = config();
+        let index = |name: &str| c.upstreams.iter().position(|u| u.name == name).unwrap();
+        let (a, b) = (index("a"), index("b"));
+        let at = |upstream| Candidate { upstream, model: 0 };
+        let path = "/v1/embeddings?api-version=2";
+        let t = target("", path).unwrap();
+        assert_eq!(upstream_path(&c, at(a), path, &t), None);
+        assert_eq!(upstream_path(&c, at(b), path, &t).as_deref(), Some("/openai/v1/embeddings?api-version=2"));
+        // A base path that is the default: the same path, no rewrite.
+        c.upstreams[b].base_path = Some("/v1".into());
+        assert_eq!(upstream_path(&c, at(b), path, &t), None);
+        // With a listener prefix every path changes, the query kept.
+        c.path_prefix = "/llm".into();
+        let path = "/llm/v1/embeddings?api-version=2";
+        let t = target("/llm", path).unwrap();
+        assert_eq!(upstream_path(&c, at(b), path, &t).as_deref(), Some("/v1/embeddings?api-version=2"));
+        assert_eq!(upstream_path(&c, at(a), path, &t).as_deref(), Some("/v1/embeddings?api-version=2"));
     }
 
     #[test]

@@ -11,15 +11,16 @@ WASM := target/wasm32-wasip1/release/switchyard.wasm
 MOCK := target/release/mock-upstream
 DEMO_MOCK := target/debug/mock-upstream
 
-.PHONY: run test wasm envoy mock demo-mock unit lint e2e bench clean
+.PHONY: run test wasm print-wasm-features envoy mock demo-mock unit lint e2e bench clean
 
 ## Build the filter as target/wasm32-wasip1/release/switchyard.wasm: cargo's module, shrunk by
 ## binaryen's wasm-opt (npm package, installed into .tools/). The features enabled are the ones rustc
 ## emits for wasm32-wasip1 (and SIMD, .cargo/config.toml); a stripped module does not list them.
 BINARYEN_VERSION ?= 132.0.0
 WASM_OPT := .tools/node_modules/.bin/wasm-opt
-WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-bulk-memory-opt --enable-sign-ext --enable-mutable-globals \
+WASM_FEATURES := --enable-bulk-memory --enable-bulk-memory-opt --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue --enable-simd
+WASM_OPT_FLAGS := -O3 $(WASM_FEATURES)
 WASM_RAW := target/wasm32-wasip1/release/deps/switchyard.wasm
 WASM_OPTIMISED := target/wasm32-wasip1/release/switchyard.opt.wasm
 wasm: $(WASM_OPT)
@@ -32,6 +33,9 @@ wasm: $(WASM_OPT)
 	fi
 	cp --remove-destination $(WASM_OPTIMISED) $(WASM)
 	@ls -l $(WASM)
+
+print-wasm-features:
+	@echo $(WASM_FEATURES)
 
 $(WASM_OPT):
 	@command -v npm >/dev/null || { apt-get update && apt-get install -y nodejs npm; }
@@ -91,7 +95,7 @@ LITELLM_VERSION ?= 1.106.2
 LITELLM := .venv-litellm/bin/litellm
 E2E_ARGS ?=
 
-.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk bench-ops
+.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk bench-ops profile-envoy
 
 bench-wasm: wasm
 	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-floor-filter
@@ -116,6 +120,12 @@ OPS ?=
 bench-ops: envoy mock bench-wrk
 	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-ops-filter
 	benches/ops.sh $(OPS)
+
+## Where switchyard's CPU goes inside Envoy, by the module's function names (benches/envoy-profile.sh:
+## perf, and V8's jump table read from Envoy's memory). `make profile-envoy PROFILE_ARGS="--top 40"`.
+PROFILE_ARGS ?=
+profile-envoy: envoy mock bench-wrk $(WASM_OPT)
+	benches/envoy-profile.sh $(PROFILE_ARGS)
 
 ## Soak test (not part of `make test`): a million mixed requests (streamed and not, every category)
 ## through Envoy + switchyard with failover (envoy/soak/) while the mock providers inject 429s, 503s,

@@ -110,5 +110,17 @@ RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$WORK/wrk.out")
 grep -q 'Non-2xx' "$WORK/wrk.out" && { echo "some answers were not 2xx:" >&2; cat "$WORK/wrk.out" >&2; exit 1; }
 
 perf script -i "$WORK/perf.data" -F ip,dso 2>/dev/null >"$WORK/stacks.txt"
+COMMIT=$(git rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
+[[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || COMMIT="$COMMIT (with uncommitted changes)"
+VERSION=$("$ENVOY_BIN" --version 2>/dev/null | grep -o '/1\.[0-9]*\.[0-9]*/' | tr -d / | head -1)
+cat <<EOF
+# switchyard inside Envoy, by function
+
+\`benches/envoy-profile.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), switchyard at $COMMIT: Envoy
+${VERSION:-?} with one worker on CPU 0, wrk (16 connections, the 2 KB chat completion) and the mock
+on CPU 1, ${DURATION} s recorded by perf after 4 s of warm-up; $(nproc) cores,
+$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg).
+
+EOF
 python3 "$E2E/profile.py" --pid "$ENVOY_PID" --wasm "$SWITCHYARD_WASM" --stacks "$WORK/stacks.txt" \
 	--rps "$RPS" --seconds "$DURATION" --top "$TOP"

@@ -14,7 +14,9 @@
 # (cargo with CARGO_PROFILE_RELEASE_STRIP=false, wasm-opt with -g and without DWARF): the same
 # code, so the same costs, as target/wasm32-wasip1/release/switchyard.wasm.
 #
-# usage: benches/envoy-profile.sh [--duration S] [--top N] [--wasm FILE]
+# usage: benches/envoy-profile.sh [--floor] [--duration S] [--top N] [--wasm FILE]
+#   --floor      profile the end-to-end benchmark's minimal filter (benches/floor-filter, built
+#                with its names) in its place, for comparison.
 #   --wasm FILE  profile FILE instead (it must have a name section for names).
 # Needs .venv/bin/envoy (make envoy), target/release/mock-upstream (make mock), perf, wrk,
 # taskset, curl, python3, and the right to read Envoy's memory (root, or ptrace permission).
@@ -26,13 +28,14 @@ ROOT=$PWD
 E2E=benches/e2e
 # shellcheck source=e2e/lib.sh
 source "$E2E/lib.sh"
-DURATION=8 TOP=25 WASM=
+DURATION=8 TOP=25 WASM= FILTER=switchyard
 while (($#)); do
 	case "$1" in
+	--floor) FILTER=floor ;;
 	--duration) DURATION=$2; shift ;;
 	--top) TOP=$2; shift ;;
 	--wasm) WASM=$2; shift ;;
-	-h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -61,7 +64,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [[ -z $WASM ]]; then
+if [[ -z $WASM && $FILTER == floor ]]; then
+	echo "building the floor filter with its function names kept" >&2
+	CARGO_PROFILE_RELEASE_STRIP=false cargo build --quiet --release --target wasm32-wasip1 \
+		-p switchyard-floor-filter --target-dir target/profile
+	WASM=target/profile/wasm32-wasip1/release/switchyard_floor.wasm
+elif [[ -z $WASM ]]; then
 	echo "building switchyard with its function names kept" >&2
 	[[ -x .tools/node_modules/.bin/wasm-opt ]] || { echo "missing wasm-opt (make profile-envoy installs it)" >&2; exit 1; }
 	CARGO_PROFILE_RELEASE_STRIP=false cargo build --quiet --release --target wasm32-wasip1 \
@@ -76,11 +84,12 @@ if [[ -z $WASM ]]; then
 	WASM=$WORK/switchyard.wasm
 fi
 SWITCHYARD_WASM=$(realpath "$WASM")
+FLOOR_WASM=$SWITCHYARD_WASM
 
 read -r MOCK_PORT LISTEN ADMIN <<<"$(free_ports 3)"
 taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-render_envoy_yaml "$E2E/filter-switchyard.yaml" "$WORK/envoy.yaml" "$LISTEN" "$ADMIN"
+render_envoy_yaml "$E2E/filter-$FILTER.yaml" "$WORK/envoy.yaml" "$LISTEN" "$ADMIN"
 # The binary itself, not the venv's Python launcher, so that perf follows Envoy's process.
 ENVOY_BIN=$(.venv/bin/python3 -c 'import envoy, pathlib; print(pathlib.Path(envoy.__file__).parent / "_bin" / "envoy")')
 taskset -c 0 "$ENVOY_BIN" -c "$WORK/envoy.yaml" --concurrency 1 --disable-hot-restart -l warn \
@@ -114,9 +123,9 @@ COMMIT=$(git rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
 [[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || COMMIT="$COMMIT (with uncommitted changes)"
 VERSION=$("$ENVOY_BIN" --version 2>/dev/null | grep -o '/1\.[0-9]*\.[0-9]*/' | tr -d / | head -1)
 cat <<EOF
-# switchyard inside Envoy, by function
+# $FILTER inside Envoy, by function
 
-\`benches/envoy-profile.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), switchyard at $COMMIT: Envoy
+\`benches/envoy-profile.sh$([[ $FILTER == floor ]] && echo " --floor")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), at $COMMIT: Envoy
 ${VERSION:-?} with one worker on CPU 0, wrk (16 connections, the 2 KB chat completion) and the mock
 on CPU 1, ${DURATION} s recorded by perf after 4 s of warm-up; $(nproc) cores,
 $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg).

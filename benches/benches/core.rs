@@ -32,6 +32,26 @@ fn usage_extraction(c: &mut Criterion) {
     c.bench_function("usage/from_body", |b| b.iter(|| switchyard::usage::from_body(black_box(answer)).unwrap()));
     let price = realistic_config().models[0].price;
     c.bench_function("usage/price_body", |b| b.iter(|| switchyard::answer::price_body(black_box(answer), &price)));
+    let responses = br#"{"id":"resp_1","object":"response","created_at":1741476777,"status":"completed","error":null,"model":"o3-2025-04-16","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"The image depicts a scenic landscape.","annotations":[]}]}],"parallel_tool_calls":true,"store":true,"temperature":1.0,"tool_choice":"auto","tools":[],"top_p":1.0,"usage":{"input_tokens":328,"input_tokens_details":{"cached_tokens":128},"output_tokens":52,"output_tokens_details":{"reasoning_tokens":12},"total_tokens":380},"user":null,"metadata":{}}"#;
+    c.bench_function("usage/from_body_responses_api", |b| {
+        b.iter(|| switchyard::usage::from_body(black_box(responses)).unwrap())
+    });
+
+    // One streamed event's data: what each chunk of a stream costs (sse/* measures whole streams).
+    let content = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1751900000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+    let usage = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1751900000,"model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+    let mut group = c.benchmark_group("usage/event");
+    group.bench_function("from_event_content_chunk", |b| {
+        b.iter(|| assert!(switchyard::usage::from_event(black_box(content)).is_none()))
+    });
+    group.bench_function("from_event_usage_chunk", |b| b.iter(|| switchyard::usage::from_event(black_box(usage)).unwrap()));
+    group.bench_function("is_usage_only_chunk_content_chunk", |b| {
+        b.iter(|| switchyard::usage::is_usage_only_chunk(black_box(content)))
+    });
+    group.bench_function("with_usage_cost", |b| {
+        b.iter(|| switchyard::usage::with_usage_cost(black_box(usage), "0.000345").unwrap())
+    });
+    group.finish();
 }
 
 fn sse_chunks(c: &mut Criterion) {

@@ -575,30 +575,6 @@ mod tests {
         }
     }
 
-    /// `cargo test --release -p switchyard-filter --lib usage::tests::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a timing measurement, not a check"]
-    fn timing() {
-        let rounds = 200_000u32;
-        let measure = |name: &str, f: &dyn Fn() -> bool| {
-            let start = std::time::Instant::now();
-            for _ in 0..rounds {
-                std::hint::black_box(f());
-            }
-            println!("{name}: {:?}", start.elapsed() / rounds);
-        };
-        measure("from_event, content chunk", &|| from_event(std::hint::black_box(CHUNK_WITH_NULL_USAGE)).is_some());
-        measure("from_event, usage chunk", &|| from_event(std::hint::black_box(USAGE_CHUNK)).is_some());
-        measure("is_usage_only_chunk, content chunk", &|| {
-            is_usage_only_chunk(std::hint::black_box(CHUNK_WITH_NULL_USAGE))
-        });
-        measure("with_usage_cost, usage chunk", &|| {
-            with_usage_cost(std::hint::black_box(USAGE_CHUNK), "0.000345").is_some()
-        });
-        measure("from_body, chat answer", &|| from_body(std::hint::black_box(CHAT.as_bytes())).is_some());
-        measure("from_body, responses answer", &|| from_body(std::hint::black_box(RESPONSES.as_bytes())).is_some());
-    }
-
     #[test]
     fn chunks_skipped_without_a_parse_are_those_without_usage() {
         let samples = [

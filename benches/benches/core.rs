@@ -44,7 +44,9 @@ fn usage_extraction(c: &mut Criterion) {
     group.bench_function("from_event_content_chunk", |b| {
         b.iter(|| assert!(switchyard::usage::from_event(black_box(content)).is_none()))
     });
-    group.bench_function("from_event_usage_chunk", |b| b.iter(|| switchyard::usage::from_event(black_box(usage)).unwrap()));
+    group.bench_function("from_event_usage_chunk", |b| {
+        b.iter(|| switchyard::usage::from_event(black_box(usage)).unwrap())
+    });
     group.bench_function("is_usage_only_chunk_content_chunk", |b| {
         b.iter(|| switchyard::usage::is_usage_only_chunk(black_box(content)))
     });

@@ -14,9 +14,10 @@
 # (cargo with CARGO_PROFILE_RELEASE_STRIP=false, wasm-opt with -g and without DWARF): the same
 # code, so the same costs, as target/wasm32-wasip1/release/switchyard.wasm.
 #
-# usage: benches/envoy-profile.sh [--floor] [--duration S] [--top N] [--wasm FILE]
+# usage: benches/envoy-profile.sh [--floor] [--stream] [--duration S] [--top N] [--wasm FILE]
 #   --floor      profile the end-to-end benchmark's minimal filter (benches/floor-filter, built
 #                with its names) in its place, for comparison.
+#   --stream     send the streamed request (benches/e2e/chat-2k-stream.json, 5 SSE events back).
 #   --wasm FILE  profile FILE instead (it must have a name section for names).
 # Needs .venv/bin/envoy (make envoy), target/release/mock-upstream (make mock), perf, wrk,
 # taskset, curl, python3, and the right to read Envoy's memory (root, or ptrace permission).
@@ -28,14 +29,15 @@ ROOT=$PWD
 E2E=benches/e2e
 # shellcheck source=e2e/lib.sh
 source "$E2E/lib.sh"
-DURATION=8 TOP=25 WASM= FILTER=switchyard
+DURATION=8 TOP=25 WASM= FILTER=switchyard BODY=chat-2k.json
 while (($#)); do
 	case "$1" in
 	--floor) FILTER=floor ;;
+	--stream) BODY=chat-2k-stream.json ;;
 	--duration) DURATION=$2; shift ;;
 	--top) TOP=$2; shift ;;
 	--wasm) WASM=$2; shift ;;
-	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -104,7 +106,7 @@ done
 
 URL="http://127.0.0.1:$LISTEN/v1/chat/completions"
 load() {
-	BODY_FILE=$E2E/chat-2k.json taskset -c 1 wrk -t1 -c16 -d"$1s" -s "$E2E/post.lua" "$URL"
+	BODY_FILE=$E2E/$BODY taskset -c 1 wrk -t1 -c16 -d"$1s" -s "$E2E/post.lua" "$URL"
 }
 echo "warming up" >&2
 load 4 >/dev/null
@@ -125,8 +127,8 @@ VERSION=$("$ENVOY_BIN" --version 2>/dev/null | grep -o '/1\.[0-9]*\.[0-9]*/' | t
 cat <<EOF
 # $FILTER inside Envoy, by function
 
-\`benches/envoy-profile.sh$([[ $FILTER == floor ]] && echo " --floor")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), at $COMMIT: Envoy
-${VERSION:-?} with one worker on CPU 0, wrk (16 connections, the 2 KB chat completion) and the mock
+\`benches/envoy-profile.sh$([[ $FILTER == floor ]] && echo " --floor")$([[ $BODY == chat-2k-stream.json ]] && echo " --stream")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), at $COMMIT: Envoy
+${VERSION:-?} with one worker on CPU 0, wrk (16 connections, \`benches/e2e/$BODY\`) and the mock
 on CPU 1, ${DURATION} s recorded by perf after 4 s of warm-up; $(nproc) cores,
 $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg).
 

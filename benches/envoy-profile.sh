@@ -55,15 +55,7 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-profile.XXXXXX")
 PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 trap 'exit 130' INT TERM
 
 if [[ -z $WASM && $FILTER == floor ]]; then

@@ -43,15 +43,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-ops.XXXXXX")
 cp "$OPS_WASM" "$WORK/ops.wasm"
 OPS_WASM=$WORK/ops.wasm
 PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_started EXIT
 trap 'exit 130' INT TERM
 
 read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(free_ports 3)"

@@ -1,5 +1,15 @@
 # Shell functions shared by the Envoy benchmarks (benches/e2e.sh, benches/ops.sh); sourced.
 
+# Stops every process in $PIDS and removes $WORK: the EXIT trap of a benchmark that starts servers.
+stop_started() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+}
+
 # Every descendant of process $1, by id.
 descendants() {
 	local children child

@@ -446,7 +446,7 @@ impl HttpContext for Stream {
                         log(LogLevel::Error, &format!("switchyard: cannot rewrite a stream chunk: {status:?}"));
                     }
                 }
-                end_of_stream.then(|| (Carry::Trailers, stream.priced()))
+                end_of_stream.then(|| (Carry::NewTrailers, stream.priced()))
             }
             _ => None,
         };
@@ -493,6 +493,10 @@ impl HttpContext for Stream {
 #[derive(Clone, Copy)]
 enum Carry {
     Headers,
+    /// Trailers Envoy starts for the filter at the stream's last body chunk: the upstream sent
+    /// none, so the figures are added, not replaced (a replace looks each name up first).
+    NewTrailers,
+    /// The upstream's own trailers, which may hold names of ours: replaced.
     Trailers,
 }
 
@@ -584,6 +588,7 @@ impl Stream {
         let (map, write): (MapType, fn(MapType, &str, &str)) = match carry {
             // The upstream's `x-switchyard-*` headers were removed with its response headers.
             Carry::Headers => (MapType::HttpResponseHeaders, add_header),
+            Carry::NewTrailers => (MapType::HttpResponseTrailers, add_header),
             Carry::Trailers => (MapType::HttpResponseTrailers, set_header),
         };
         write(map, "x-switchyard-cost-usd", &cost);
@@ -599,7 +604,7 @@ impl Stream {
                 write(map, "x-switchyard-reasoning-tokens", decimal(usage.reasoning).as_str());
             }
         }
-        if let (Carry::Trailers, Stage::Routed(routed)) = (carry, &self.stage) {
+        if let (Carry::Trailers | Carry::NewTrailers, Stage::Routed(routed)) = (carry, &self.stage) {
             if let Some(ttft) = routed.ttft_ms {
                 write(map, "x-switchyard-ttft-ms", decimal(ttft).as_str());
             }

@@ -163,6 +163,10 @@ fn streamed_answer_without_usage_request_gets_none_but_is_still_priced() {
     assert!(tail.contains(&"x-switchyard-cost-usd: 0.00045"), "{tail:?}");
     assert!(tail.contains(&"x-switchyard-input-tokens: 1000"), "{tail:?}");
     assert!(tail.iter().any(|l| l.starts_with("x-switchyard-ttft-ms: ")), "{tail:?}");
+    // Each figure once: the trailers Envoy starts at the last chunk get them added, not doubled.
+    for name in ["x-switchyard-cost-usd:", "x-switchyard-cost-status:", "x-switchyard-total-ms:"] {
+        assert_eq!(tail.iter().filter(|l| l.starts_with(name)).count(), 1, "{name} {tail:?}");
+    }
 }
 
 #[test]

@@ -167,18 +167,6 @@ start_on_cpu() {
 	PIDS+=("$STARTED_PID")
 }
 
-# Waits until URL answers 2xx (or the process died, or TIMEOUT seconds passed).
-wait_http() {
-	local url=$1 pid=$2 timeout=$3 name=$4 i
-	for i in $(seq 1 $((timeout * 10))); do
-		curl -sf -o /dev/null --max-time 1 "$url" && return 0
-		kill -0 "$pid" 2>/dev/null || { tail -n 30 "$WORK/$name.log" >&2; die "$name exited while starting"; }
-		sleep 0.1
-	done
-	tail -n 30 "$WORK/$name.log" >&2
-	die "$name did not answer $url within ${timeout}s"
-}
-
 # Busy clock ticks of one CPU (user nice system irq softirq steal) from /proc/stat.
 cpu_busy_ticks() {
 	awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat

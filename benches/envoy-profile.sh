@@ -29,6 +29,7 @@ ROOT=$PWD
 E2E=benches/e2e
 # shellcheck source=e2e/lib.sh
 source "$E2E/lib.sh"
+die() { echo "envoy-profile: $*" >&2; exit 1; }
 DURATION=8 TOP=25 WASM= FILTER=switchyard BODY=chat-2k.json
 while (($#)); do
 	case "$1" in
@@ -90,11 +91,7 @@ taskset -c 0 "$ENVOY_BIN" -c "$WORK/envoy.yaml" --concurrency 1 --disable-hot-re
 	>"$WORK/envoy.log" 2>&1 &
 ENVOY_PID=$!
 PIDS+=("$ENVOY_PID")
-for _ in $(seq 300); do
-	curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break
-	kill -0 "$ENVOY_PID" 2>/dev/null || { cat "$WORK/envoy.log" >&2; exit 1; }
-	sleep 0.1
-done
+wait_http "http://127.0.0.1:$ADMIN/ready" "$ENVOY_PID" 30 envoy
 
 URL="http://127.0.0.1:$LISTEN/v1/chat/completions"
 load() {

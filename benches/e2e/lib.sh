@@ -1,4 +1,5 @@
-# Shell functions shared by the Envoy benchmarks (benches/e2e.sh, benches/ops.sh); sourced.
+# Shell functions shared by the Envoy benchmarks (benches/e2e.sh, benches/ops.sh,
+# benches/envoy-profile.sh); sourced.
 
 # Stops every process in $PIDS and removes $WORK: the EXIT trap of a benchmark that starts servers.
 stop_started() {
@@ -8,6 +9,20 @@ stop_started() {
 		wait "$pid" 2>/dev/null || true
 	done
 	rm -rf "$WORK"
+}
+
+# Waits until URL answers 2xx (or the process died, or TIMEOUT seconds passed); on failure shows
+# the end of $WORK/NAME.log and calls the sourcing script's `die`.
+#   wait_http URL PID TIMEOUT NAME
+wait_http() {
+	local url=$1 pid=$2 timeout=$3 name=$4 i
+	for i in $(seq 1 $((timeout * 10))); do
+		curl -sf -o /dev/null --max-time 1 "$url" && return 0
+		kill -0 "$pid" 2>/dev/null || { tail -n 30 "$WORK/$name.log" >&2; die "$name exited while starting"; }
+		sleep 0.1
+	done
+	tail -n 30 "$WORK/$name.log" >&2
+	die "$name did not answer $url within ${timeout}s"
 }
 
 # Every descendant of process $1, by id.

@@ -20,6 +20,7 @@ E2E=benches/e2e
 # shellcheck source=e2e/lib.sh
 source "$E2E/lib.sh"
 ROUNDS=3 DURATION=6 WARMUP=2
+die() { echo "ops.sh: error: $*" >&2; exit 1; }
 OPERATIONS=()
 while (($#)); do
 	case "$1" in
@@ -50,10 +51,7 @@ read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(free_ports 3)"
 
 taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do
-	curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/hits" && break
-	sleep 0.1
-done
+wait_http "http://127.0.0.1:$MOCK_PORT/_mock/hits" "$!" 10 mock
 curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/reset"
 
 # Envoy's config for one variant: "plain" (no wasm filter), "floor" (no operation) or an operation.
@@ -80,10 +78,7 @@ measure() {
 		>"$WORK/envoy.log" 2>&1 &
 	envoy=$!
 	PIDS+=("$envoy")
-	for _ in $(seq 1 100); do
-		curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/ready" && break
-		sleep 0.1
-	done
+	wait_http "http://127.0.0.1:$ADMIN_PORT/ready" "$envoy" 30 envoy
 	load "$WARMUP" >/dev/null
 	curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/clear"
 	t0=$(cpu_ticks "$envoy")

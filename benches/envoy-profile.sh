@@ -81,9 +81,8 @@ fi
 SWITCHYARD_WASM=$(realpath "$WASM")
 FLOOR_WASM=$SWITCHYARD_WASM
 
-read -r MOCK_PORT LISTEN ADMIN <<<"$(free_ports 3)"
-taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
+start_mock_on 1
+read -r LISTEN ADMIN <<<"$(free_ports 2)"
 render_envoy_yaml "$E2E/filter-$FILTER.yaml" "$WORK/envoy.yaml" "$LISTEN" "$ADMIN"
 # The binary itself, not the venv's Python launcher, so that perf follows Envoy's process.
 ENVOY_BIN=$(.venv/bin/python3 -c 'import envoy, pathlib; print(pathlib.Path(envoy.__file__).parent / "_bin" / "envoy")')

@@ -47,12 +47,8 @@ PIDS=()
 trap stop_started EXIT
 trap 'exit 130' INT TERM
 
-read -r MOCK_PORT LISTEN_PORT ADMIN_PORT <<<"$(free_ports 3)"
-
-taskset -c 1 "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$MOCK_PORT/_mock/hits" "$!" 10 mock
-curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/reset"
+start_mock_on 1
+read -r LISTEN_PORT ADMIN_PORT <<<"$(free_ports 2)"
 
 # Envoy's config for one variant: "plain" (no wasm filter), "floor" (no operation) or an operation.
 render() {

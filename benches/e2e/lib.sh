@@ -25,6 +25,17 @@ wait_http() {
 	die "$name did not answer $url within ${timeout}s"
 }
 
+# Starts the mock upstream ($MOCK) on CPU $1 (log: $WORK/mock.log), adds it to $PIDS, waits until
+# it answers and clears any default behaviour; sets MOCK_PORT. (e2e.sh starts its own at a priority.)
+#   start_mock_on CPU
+start_mock_on() {
+	read -r MOCK_PORT <<<"$(free_ports 1)"
+	taskset -c "$1" "$MOCK" --listen "mock=127.0.0.1:$MOCK_PORT" >"$WORK/mock.log" 2>&1 &
+	PIDS+=($!)
+	wait_http "http://127.0.0.1:$MOCK_PORT/_mock/hits" "$!" 10 mock
+	curl -sf -o /dev/null -X POST "http://127.0.0.1:$MOCK_PORT/_mock/reset"
+}
+
 # Every descendant of process $1, by id.
 descendants() {
 	local children child

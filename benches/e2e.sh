@@ -19,6 +19,9 @@
 #   - CPU time of the proxy's processes (utime + stime from /proc/PID/stat) per completed request.
 # The Envoy rows are measured --rounds times, interleaved (each round in another order), and the
 # report gives medians (and the range of throughput and CPU); LiteLLM, 100 times slower, once.
+# Then rows 1-3 run at once and their low-rate latency is measured side by side (--rounds runs of
+# three paced wrk at the same time, --side-duration seconds each), so that the machine's other
+# work falls on every row alike.
 # When allowed (root), the proxy, wrk and the mock run at nice -10, so that other work on the
 # machine disturbs them less.
 # The tables (ratios to rows 1 and 2) go to stdout and --out (markdown), raw figures to --out's
@@ -43,7 +46,8 @@ source "$E2E/lib.sh"
 usage() {
 	cat <<'EOF'
 usage: benches/e2e.sh [--smoke] [--rounds N] [--duration S] [--warmup S] [--connections N]
-                      [--low-rate R] [--high-rate R] [--no-litellm] [--out FILE] [--keep]
+                      [--low-rate R] [--high-rate R] [--no-litellm] [--no-side] [--side-duration S]
+                      [--out FILE] [--keep]
   --smoke          Envoy rows only, ~2 s each, checks answers (nothing written to benches/results)
   --rounds N       measurements of each Envoy row, interleaved; the report gives medians (default 3)
   --duration S     seconds per measurement (default 8)
@@ -52,6 +56,8 @@ usage: benches/e2e.sh [--smoke] [--rounds N] [--duration S] [--warmup S] [--conn
   --low-rate R     requests/s of the paced run every proxy gets (default 40)
   --high-rate R    requests/s of the paced run the Envoy rows get (default 1000)
   --no-litellm     leave out row 4
+  --no-side        leave out the low-rate latency of rows 1-3 measured side by side
+  --side-duration S  seconds of each side-by-side run (default 15; there are --rounds of them per body)
   --out FILE       markdown report (default benches/results/e2e.md; raw figures beside it, .tsv)
   --keep           keep the working directory (configs, logs) instead of removing it
 EOF
@@ -65,6 +71,8 @@ CONNS=16
 LOW_RATE=40
 HIGH_RATE=1000
 LITELLM_ROW=1
+SIDE=1
+SIDE_DURATION=15
 OUT=benches/results/e2e.md
 KEEP=0
 COMMAND_LINE="benches/e2e.sh${*:+ $*}"
@@ -78,6 +86,8 @@ while (($#)); do
 	--low-rate) LOW_RATE=$2; shift ;;
 	--high-rate) HIGH_RATE=$2; shift ;;
 	--no-litellm) LITELLM_ROW=0 ;;
+	--no-side) SIDE=0 ;;
+	--side-duration) SIDE_DURATION=$2; shift ;;
 	--out) OUT=$2; shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help) usage; exit 0 ;;
@@ -273,29 +283,28 @@ check_routing() {
 	esac || die "$row: unexpected routing ($counts)"
 }
 
-# One wrk run. Appends a line to $RAW (unless KIND is warmup) and logs a short summary.
-#   measure ROUND ROW MIX KIND CONNECTIONS PACE_MS SECONDS
-measure() {
-	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 seconds=$7 body=$CHAT_BODY
+# Runs wrk against URL with the body of MIX; its output goes to $WORK/wrk-ROW-MIX-KIND.txt and
+# its own CPU time (user system, seconds) to that file's .time sibling.
+#   run_wrk ROW MIX KIND CONNECTIONS PACE_MS SECONDS URL
+run_wrk() {
+	local row=$1 mix=$2 kind=$3 conns=$4 pace=$5 seconds=$6 url=$7 body=$CHAT_BODY out
 	[[ $mix == stream ]] && body=$STREAM_BODY
-	local p0 m0 b0 l0 p1 m1 b1 l1 t0 t1 out wrk_cpu result
-	mock_clear
-	p0=$(cpu_ticks "$PROXY_PID")
-	m0=$(cpu_ticks "$MOCK_PID")
-	b0=$(cpu_busy_ticks "$PROXY_CPU")
-	l0=$(cpu_busy_ticks "$LOAD_CPU")
-	t0=$(date +%s%N)
 	out=$WORK/wrk-$row-$mix-$kind.txt
 	{
 		TIMEFORMAT='%U %S'
 		time BODY_FILE=$body PACE_MS=$pace "${PRIORITY[@]}" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${seconds}s" \
-			--timeout 10s -s "$E2E/post.lua" "$PROXY_URL$PATH_V1" >"$out"
+			--timeout 10s -s "$E2E/post.lua" "$url$PATH_V1" >"$out"
 	} 2>"$out.time"
-	t1=$(date +%s%N)
-	p1=$(cpu_ticks "$PROXY_PID")
-	m1=$(cpu_ticks "$MOCK_PID")
-	b1=$(cpu_busy_ticks "$PROXY_CPU")
-	l1=$(cpu_busy_ticks "$LOAD_CPU")
+}
+
+# Reads a finished run_wrk's output, appends a line to $RAW (unless KIND is warmup), logs a short
+# summary and fails on any error. The tick counts are the caller's readings before (…0) and after
+# (…1): the proxy's and the mock's CPU ticks, both cores' busy ticks, and the clock in ns.
+#   record ROUND ROW MIX KIND CONNECTIONS PACE_MS P0 P1 M0 M1 B0 B1 L0 L1 T0 T1
+record() {
+	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 p0=$7 p1=$8 m0=$9 m1=${10} b0=${11} b1=${12} \
+		l0=${13} l1=${14} t0=${15} t1=${16}
+	local out=$WORK/wrk-$row-$mix-$kind.txt wrk_cpu result
 	wrk_cpu=$(tail -n1 "$out.time" | awk '{ printf "%.3f", $1 + $2 }')
 	result=$(grep '^RESULT ' "$out") || { cat "$out" >&2; die "$row/$mix/$kind: wrk printed no result"; }
 	# key=value pairs of the RESULT line, as shell variables r_KEY.
@@ -312,9 +321,24 @@ measure() {
 		"$(awk -v n="$r_requests" -v d="$r_duration_us" 'BEGIN { print n / d * 1e6 }')" \
 		"$(awk -v v="$r_p50_us" 'BEGIN { print v / 1000 }')" "$(awk -v v="$r_p99_us" 'BEGIN { print v / 1000 }')" \
 		"$r_errors" "$r_status_errors" $((p1 - p0)))"
-	LAST_REQUESTS=$r_requests
 	((r_errors == 0 && r_status_errors == 0)) || die "$row/$mix/$kind: $r_errors socket errors, $r_status_errors error statuses"
 	((r_requests > 0)) || die "$row/$mix/$kind: no request completed"
+}
+
+# One wrk run against the proxy started last ($PROXY_PID, $PROXY_URL).
+#   measure ROUND ROW MIX KIND CONNECTIONS PACE_MS SECONDS
+measure() {
+	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 seconds=$7 p0 m0 b0 l0 t0
+	mock_clear
+	p0=$(cpu_ticks "$PROXY_PID")
+	m0=$(cpu_ticks "$MOCK_PID")
+	b0=$(cpu_busy_ticks "$PROXY_CPU")
+	l0=$(cpu_busy_ticks "$LOAD_CPU")
+	t0=$(date +%s%N)
+	run_wrk "$row" "$mix" "$kind" "$conns" "$pace" "$seconds" "$PROXY_URL"
+	record "$round" "$row" "$mix" "$kind" "$conns" "$pace" "$p0" "$(cpu_ticks "$PROXY_PID")" \
+		"$m0" "$(cpu_ticks "$MOCK_PID")" "$b0" "$(cpu_busy_ticks "$PROXY_CPU")" \
+		"$l0" "$(cpu_busy_ticks "$LOAD_CPU")" "$t0" "$(date +%s%N)"
 }
 
 # Connections and mean per-connection pause (ms) for a paced run at RATE requests/s: a pause long
@@ -361,6 +385,72 @@ run_row() {
 	stop_proxy
 }
 
+# Latency of rows 1-3 at the low rate measured side by side: the three Envoys run at once (all on
+# the proxy's core) and three wrk, paced as in the low-rate run, load them at the same time, so
+# whatever else the machine does in those seconds falls on every row alike (in the interleaved
+# rounds it can fall on one row's run only). Each answer takes the proxy's core for well under a
+# millisecond and the pauses are random, so the rows seldom overlap.
+declare -A SIDE_PID SIDE_URL SIDE_ADMIN
+run_side() {
+	local round=$1 mix=$2 seconds=$3 row conns pace m0 b0 l0 t0 m1 b1 l1 t1 wrk_pids=() pid
+	declare -A p0 p1
+	read -r conns pace <<<"$(pacing "$LOW_RATE")"
+	mock_clear
+	for row in "${ENVOY_ROWS[@]}"; do
+		p0[$row]=$(cpu_ticks "${SIDE_PID[$row]}")
+	done
+	m0=$(cpu_ticks "$MOCK_PID")
+	b0=$(cpu_busy_ticks "$PROXY_CPU")
+	l0=$(cpu_busy_ticks "$LOAD_CPU")
+	t0=$(date +%s%N)
+	for row in "${ENVOY_ROWS[@]}"; do
+		run_wrk "$row" "$mix" side "$conns" "$pace" "$seconds" "${SIDE_URL[$row]}" &
+		wrk_pids+=($!)
+	done
+	for pid in "${wrk_pids[@]}"; do
+		wait "$pid" || die "side by side/$mix: wrk failed"
+	done
+	for row in "${ENVOY_ROWS[@]}"; do
+		p1[$row]=$(cpu_ticks "${SIDE_PID[$row]}")
+	done
+	m1=$(cpu_ticks "$MOCK_PID")
+	b1=$(cpu_busy_ticks "$PROXY_CPU")
+	l1=$(cpu_busy_ticks "$LOAD_CPU")
+	t1=$(date +%s%N)
+	for row in "${ENVOY_ROWS[@]}"; do
+		record "$round" "$row" "$mix" side "$conns" "$pace" "${p0[$row]}" "${p1[$row]}" "$m0" "$m1" \
+			"$b0" "$b1" "$l0" "$l1" "$t0" "$t1"
+	done
+}
+
+side_by_side() {
+	local row mix round seconds=$SIDE_DURATION
+	((SMOKE)) && seconds=1
+	log "--- rows 1-3 side by side at $LOW_RATE req/s each ---"
+	for row in "${ENVOY_ROWS[@]}"; do
+		start_envoy "$row"
+		SIDE_PID[$row]=$PROXY_PID
+		SIDE_URL[$row]=$PROXY_URL
+		SIDE_ADMIN[$row]=$ADMIN_URL
+		for mix in chat stream; do
+			check_answer "$row" "$mix"
+			((SMOKE)) || measure 0 "$row" "$mix" warmup "$CONNS" 0 "$WARMUP"
+		done
+	done
+	for round in $(seq 1 "$ROUNDS"); do
+		for mix in chat stream; do
+			run_side "$round" "$mix" "$seconds"
+		done
+	done
+	for row in "${ENVOY_ROWS[@]}"; do
+		PROXY_PID=${SIDE_PID[$row]}
+		ADMIN_URL=${SIDE_ADMIN[$row]}
+		check_routing "$row"
+		log "$row: routed $ROUTED"
+		stop_proxy
+	done
+}
+
 STARTED=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "working directory $WORK; proxy on CPU $PROXY_CPU, wrk + mock on CPU $LOAD_CPU; load average $LOAD_START"
@@ -373,6 +463,9 @@ for round in $(seq 1 "$ROUNDS"); do
 		run_row "$round" "${ENVOY_ROWS[$(((i + round - 1) % 3))]}"
 	done
 done
+if ((SIDE)); then
+	side_by_side
+fi
 if ((!SMOKE && LITELLM_ROW)); then
 	run_row 1 litellm
 fi
@@ -417,6 +510,7 @@ META=$WORK/meta.txt
 	echo "warmup=$WARMUP"
 	echo "connections=$CONNS"
 	echo "low_rate=$LOW_RATE"
+	echo "side_duration=$SIDE_DURATION"
 	echo "high_rate=$HIGH_RATE"
 	echo "elapsed=$ELAPSED"
 } >"$META"

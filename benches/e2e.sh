@@ -297,13 +297,21 @@ run_wrk() {
 	} 2>"$out.time"
 }
 
+# The counters a run is measured by, read at one moment: the CPU ticks of the proxy PID (with its
+# descendants) and of the mock, both cores' busy ticks, and the clock in ns.
+#   readings PID
+readings() {
+	echo "$(cpu_ticks "$1") $(cpu_ticks "$MOCK_PID") $(cpu_busy_ticks "$PROXY_CPU") $(cpu_busy_ticks "$LOAD_CPU") $(date +%s%N)"
+}
+
 # Reads a finished run_wrk's output, appends a line to $RAW (unless KIND is warmup), logs a short
-# summary and fails on any error. The tick counts are the caller's readings before (…0) and after
-# (…1): the proxy's and the mock's CPU ticks, both cores' busy ticks, and the clock in ns.
-#   record ROUND ROW MIX KIND CONNECTIONS PACE_MS P0 P1 M0 M1 B0 B1 L0 L1 T0 T1
+# summary and fails on any error. BEFORE and AFTER are the caller's `readings` of the proxy
+# around the run.
+#   record ROUND ROW MIX KIND CONNECTIONS PACE_MS BEFORE AFTER
 record() {
-	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 p0=$7 p1=$8 m0=$9 m1=${10} b0=${11} b1=${12} \
-		l0=${13} l1=${14} t0=${15} t1=${16}
+	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 p0 m0 b0 l0 t0 p1 m1 b1 l1 t1
+	read -r p0 m0 b0 l0 t0 <<<"$7"
+	read -r p1 m1 b1 l1 t1 <<<"$8"
 	local out=$WORK/wrk-$row-$mix-$kind.txt wrk_cpu result
 	wrk_cpu=$(tail -n1 "$out.time" | awk '{ printf "%.3f", $1 + $2 }')
 	result=$(grep '^RESULT ' "$out") || { cat "$out" >&2; die "$row/$mix/$kind: wrk printed no result"; }
@@ -328,17 +336,11 @@ record() {
 # One wrk run against the proxy started last ($PROXY_PID, $PROXY_URL).
 #   measure ROUND ROW MIX KIND CONNECTIONS PACE_MS SECONDS
 measure() {
-	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 seconds=$7 p0 m0 b0 l0 t0
+	local round=$1 row=$2 mix=$3 kind=$4 conns=$5 pace=$6 seconds=$7 before
 	mock_clear
-	p0=$(cpu_ticks "$PROXY_PID")
-	m0=$(cpu_ticks "$MOCK_PID")
-	b0=$(cpu_busy_ticks "$PROXY_CPU")
-	l0=$(cpu_busy_ticks "$LOAD_CPU")
-	t0=$(date +%s%N)
+	before=$(readings "$PROXY_PID")
 	run_wrk "$row" "$mix" "$kind" "$conns" "$pace" "$seconds" "$PROXY_URL"
-	record "$round" "$row" "$mix" "$kind" "$conns" "$pace" "$p0" "$(cpu_ticks "$PROXY_PID")" \
-		"$m0" "$(cpu_ticks "$MOCK_PID")" "$b0" "$(cpu_busy_ticks "$PROXY_CPU")" \
-		"$l0" "$(cpu_busy_ticks "$LOAD_CPU")" "$t0" "$(date +%s%N)"
+	record "$round" "$row" "$mix" "$kind" "$conns" "$pace" "$before" "$(readings "$PROXY_PID")"
 }
 
 # Connections and mean per-connection pause (ms) for a paced run at RATE requests/s: a pause long
@@ -392,17 +394,13 @@ run_row() {
 # millisecond and the pauses are random, so the rows seldom overlap.
 declare -A SIDE_PID SIDE_URL SIDE_ADMIN
 run_side() {
-	local round=$1 mix=$2 seconds=$3 row conns pace m0 b0 l0 t0 m1 b1 l1 t1 wrk_pids=() pid
-	declare -A p0 p1
+	local round=$1 mix=$2 seconds=$3 row conns pace wrk_pids=() pid
+	local -A before after
 	read -r conns pace <<<"$(pacing "$LOW_RATE")"
 	mock_clear
 	for row in "${ENVOY_ROWS[@]}"; do
-		p0[$row]=$(cpu_ticks "${SIDE_PID[$row]}")
+		before[$row]=$(readings "${SIDE_PID[$row]}")
 	done
-	m0=$(cpu_ticks "$MOCK_PID")
-	b0=$(cpu_busy_ticks "$PROXY_CPU")
-	l0=$(cpu_busy_ticks "$LOAD_CPU")
-	t0=$(date +%s%N)
 	for row in "${ENVOY_ROWS[@]}"; do
 		run_wrk "$row" "$mix" side "$conns" "$pace" "$seconds" "${SIDE_URL[$row]}" &
 		wrk_pids+=($!)
@@ -411,15 +409,10 @@ run_side() {
 		wait "$pid" || die "side by side/$mix: wrk failed"
 	done
 	for row in "${ENVOY_ROWS[@]}"; do
-		p1[$row]=$(cpu_ticks "${SIDE_PID[$row]}")
+		after[$row]=$(readings "${SIDE_PID[$row]}")
 	done
-	m1=$(cpu_ticks "$MOCK_PID")
-	b1=$(cpu_busy_ticks "$PROXY_CPU")
-	l1=$(cpu_busy_ticks "$LOAD_CPU")
-	t1=$(date +%s%N)
 	for row in "${ENVOY_ROWS[@]}"; do
-		record "$round" "$row" "$mix" side "$conns" "$pace" "${p0[$row]}" "${p1[$row]}" "$m0" "$m1" \
-			"$b0" "$b1" "$l0" "$l1" "$t0" "$t1"
+		record "$round" "$row" "$mix" side "$conns" "$pace" "${before[$row]}" "${after[$row]}"
 	done
 }
 
@@ -513,6 +506,7 @@ META=$WORK/meta.txt
 	echo "side_duration=$SIDE_DURATION"
 	echo "high_rate=$HIGH_RATE"
 	echo "elapsed=$ELAPSED"
+	echo "raw=$(basename "${OUT%.md}.tsv")"
 } >"$META"
 mkdir -p "$(dirname "$OUT")"
 python3 "$E2E/report.py" "$META" "$RAW" >"$OUT"

@@ -1300,6 +1300,18 @@ fn chat_choice(delta: Value, finish_reason: Value) -> Value {
     json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}])
 }
 
+/// A chunk of an OpenAI stream: HEAD (id, object, created, model...) with CHOICES, and
+/// `"usage": null` when the stream is to end with a usage chunk (as OpenAI sends it).
+fn stream_chunk(mut head: Value, choices: Value, include_usage: bool) -> Value {
+    if let Some(object) = head.as_object_mut() {
+        object.insert("choices".to_owned(), choices);
+        if include_usage {
+            object.insert("usage".to_owned(), Value::Null);
+        }
+    }
+    head
+}
+
 fn sse(data: &Value) -> String {
     format!("data: {data}\n\n")
 }
@@ -1428,56 +1440,49 @@ impl Reply<'_> {
         body
     }
 
-    fn chat_stream(&self) -> Vec<String> {
-        let include_usage = self.wants_stream_usage() && self.usage.is_some();
-        let chunk = |choices: Value| {
-            let mut chunk = json!({
-                "id": format!("chatcmpl-mock-{}", self.id),
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": "fp_mock",
-                "choices": choices,
-            });
-            if include_usage {
-                if let Some(object) = chunk.as_object_mut() {
-                    object.insert("usage".to_owned(), Value::Null);
-                }
-            }
-            chunk
-        };
-        let mut events = vec![sse(&chunk(chat_choice(json!({"role": "assistant", "content": ""}), Value::Null)))];
-        for piece in reply_pieces(self.name, self.model, self.chunks) {
-            events.push(sse(&chunk(chat_choice(json!({"content": piece}), Value::Null))));
-        }
-        events.push(sse(&chunk(chat_choice(json!({}), json!("stop")))));
-        if include_usage {
-            let mut last = chunk(json!([]));
+    /// Ends an OpenAI stream: its usage chunk (LAST, a chunk with no choices, given when the client
+    /// asked for usage), then `[DONE]`.
+    fn end_stream(&self, events: &mut Vec<String>, last: Option<Value>) {
+        if let Some(mut last) = last {
             if let (Some(usage), Some(object)) = (self.chat_usage(), last.as_object_mut()) {
                 object.insert("usage".to_owned(), usage);
             }
             events.push(sse(&last));
         }
         events.push("data: [DONE]\n\n".to_owned());
+    }
+
+    fn chat_stream(&self) -> Vec<String> {
+        let include_usage = self.wants_stream_usage() && self.usage.is_some();
+        let chunk = |choices: Value| {
+            let head = json!({
+                "id": format!("chatcmpl-mock-{}", self.id),
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_mock",
+            });
+            stream_chunk(head, choices, include_usage)
+        };
+        let mut events = vec![sse(&chunk(chat_choice(json!({"role": "assistant", "content": ""}), Value::Null)))];
+        for piece in reply_pieces(self.name, self.model, self.chunks) {
+            events.push(sse(&chunk(chat_choice(json!({"content": piece}), Value::Null))));
+        }
+        events.push(sse(&chunk(chat_choice(json!({}), json!("stop")))));
+        self.end_stream(&mut events, include_usage.then(|| chunk(json!([]))));
         events
     }
 
     fn completion_stream(&self) -> Vec<String> {
         let include_usage = self.wants_stream_usage() && self.usage.is_some();
         let chunk = |choices: Value| {
-            let mut chunk = json!({
+            let head = json!({
                 "id": format!("cmpl-mock-{}", self.id),
                 "object": "text_completion",
                 "created": self.created,
                 "model": self.model,
-                "choices": choices,
             });
-            if include_usage {
-                if let Some(object) = chunk.as_object_mut() {
-                    object.insert("usage".to_owned(), Value::Null);
-                }
-            }
-            chunk
+            stream_chunk(head, choices, include_usage)
         };
         let choice =
             |text: &str, finish: Value| json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]);
@@ -1486,14 +1491,7 @@ impl Reply<'_> {
             .map(|piece| sse(&chunk(choice(piece, Value::Null))))
             .collect();
         events.push(sse(&chunk(choice("", json!("stop")))));
-        if include_usage {
-            let mut last = chunk(json!([]));
-            if let (Some(usage), Some(object)) = (self.chat_usage(), last.as_object_mut()) {
-                object.insert("usage".to_owned(), usage);
-            }
-            events.push(sse(&last));
-        }
-        events.push("data: [DONE]\n\n".to_owned());
+        self.end_stream(&mut events, include_usage.then(|| chunk(json!([]))));
         events
     }
 

@@ -95,7 +95,7 @@ LITELLM_VERSION ?= 1.106.2
 LITELLM := .venv-litellm/bin/litellm
 E2E_ARGS ?=
 
-.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk bench-ops profile-envoy
+.PHONY: bench-e2e bench-smoke bench-wasm bench-wrk bench-ops bench-instructions profile-envoy
 
 bench-wasm: wasm
 	$(CARGO) build --release --target wasm32-wasip1 -p switchyard-floor-filter
@@ -112,6 +112,12 @@ bench-e2e: bench-wasm envoy mock bench-wrk $(LITELLM)
 
 bench-smoke: bench-wasm envoy mock bench-wrk
 	benches/e2e.sh --smoke
+
+## x86 instructions per 2 KB request lifecycle in the wasmtime harness, switchyard and the minimal
+## filter (benches/instructions.sh, callgrind): steady where timings move with the machine's load.
+bench-instructions: bench-wasm
+	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
+	benches/instructions.sh
 
 ## What each kind of work switchyard asks of Envoy (header maps, body rewrite, holding the answer,
 ## histograms, ...) costs Envoy's CPU per request, next to the floor filter (benches/ops.sh).

@@ -30,10 +30,7 @@ fn host() -> Host {
 }
 
 fn floor_host() -> Option<Host> {
-    let path = locate::target_dirs()
-        .into_iter()
-        .map(|d| d.join("wasm32-wasip1").join("release").join("switchyard_floor.wasm"))
-        .find(|p| p.is_file())?;
+    let path = locate::release_wasm("switchyard_floor.wasm")?;
     let wasm = std::fs::read(path).unwrap();
     let host = Host::builder(&wasm).plugin_name("floor").root_id("floor").vm_id("floor").build().unwrap();
     assert!(host.configure(b"").unwrap().accepted);

@@ -30,7 +30,8 @@ pub fn target_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn find_release(file: &str) -> Option<PathBuf> {
+/// `file` in a target directory's `wasm32-wasip1/release`, if it was built there.
+pub fn release_wasm(file: &str) -> Option<PathBuf> {
     target_dirs().into_iter().map(|d| d.join("wasm32-wasip1").join("release").join(file)).find(|p| p.is_file())
 }
 
@@ -45,7 +46,7 @@ fn build_probe() -> std::result::Result<PathBuf, String> {
         .current_dir(workspace_root())
         .args(["build", "--release", "--target", "wasm32-wasip1", "-p", "switchyard-probe-module"])
         .status();
-    let built = find_release(PROBE_FILE);
+    let built = release_wasm(PROBE_FILE);
     match (status, built) {
         (Ok(s), Some(path)) if s.success() => Ok(path),
         (status, _) => Err(format!(
@@ -68,5 +69,5 @@ pub fn switchyard_wasm_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SWITCHYARD_WASM") {
         return Some(PathBuf::from(path));
     }
-    find_release("switchyard.wasm")
+    release_wasm("switchyard.wasm")
 }

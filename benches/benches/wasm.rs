@@ -15,7 +15,7 @@ use std::hint::black_box;
 static HOST_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use switchyard_benches::{chat_body, sse_stream};
+use switchyard_benches::{chat_body, sse_stream, CHAT_ANSWER, REQUEST_HEADERS};
 use switchyard_host_tests::differential::{Env, DEMO_CONFIG};
 use switchyard_host_tests::harness::{locate, Host};
 
@@ -37,18 +37,10 @@ fn floor_host() -> Option<Host> {
     Some(host)
 }
 
-const REQUEST_HEADERS: [(&str, &str); 5] = [
-    (":method", "POST"),
-    (":path", "/v1/chat/completions"),
-    (":authority", "llm.internal"),
-    (":scheme", "http"),
-    ("content-type", "application/json"),
-];
-
 fn lifecycle(c: &mut Criterion) {
     let host = host();
     let body = chat_body(2 * 1024);
-    let answer = br#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#;
+    let answer = CHAT_ANSWER;
     let mut group = c.benchmark_group("wasm");
     group.throughput(Throughput::Bytes(body.len() as u64));
     // One request and its answer, pushed through `host` without the test views.

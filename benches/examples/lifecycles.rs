@@ -10,23 +10,13 @@
 
 use std::hint::black_box;
 
-use switchyard_benches::chat_body;
+use switchyard_benches::{chat_body, CHAT_ANSWER, REQUEST_HEADERS};
 use switchyard_host_tests::differential::DEMO_CONFIG;
 use switchyard_host_tests::harness::{locate, Host};
 
 /// The host's allocator, as in the criterion benchmark (benches/benches/wasm.rs).
 #[global_allocator]
 static HOST_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const REQUEST_HEADERS: [(&str, &str); 5] = [
-    (":method", "POST"),
-    (":path", "/v1/chat/completions"),
-    (":authority", "llm.internal"),
-    (":scheme", "http"),
-    ("content-type", "application/json"),
-];
-
-const ANSWER: &[u8] = br#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#;
 
 fn host(module: &str) -> Host {
     let (path, config) = match module {
@@ -52,6 +42,6 @@ fn main() {
     for _ in 0..n {
         let mut s = host.stream().unwrap();
         assert!(s.push_request(&REQUEST_HEADERS, black_box(&body)).unwrap());
-        assert!(s.push_response(200, &[("content-type", "application/json")], &[ANSWER]).unwrap());
+        assert!(s.push_response(200, &[("content-type", "application/json")], &[CHAT_ANSWER]).unwrap());
     }
 }

@@ -46,6 +46,19 @@ fn unreachable_config(message: &str) -> ! {
     panic!("benchmark config is invalid: {message}")
 }
 
+/// The request headers of the harness benchmarks' chat completion (`POST /v1/chat/completions`,
+/// JSON).
+pub const REQUEST_HEADERS: [(&str, &str); 5] = [
+    (":method", "POST"),
+    (":path", "/v1/chat/completions"),
+    (":authority", "llm.internal"),
+    (":scheme", "http"),
+    ("content-type", "application/json"),
+];
+
+/// The non-streaming answer of the harness benchmarks, with usage.
+pub const CHAT_ANSWER: &[u8] = br#"{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":512,"completion_tokens":12,"total_tokens":524}}"#;
+
 /// A chat request of about `size` bytes: a system prompt and a user message padded with prose, so
 /// that every rule (including the regex and keyword ones) reads the whole text and none matches.
 pub fn chat_body(size: usize) -> Vec<u8> {

@@ -107,7 +107,6 @@ PATH_V1=/v1/chat/completions
 # The proxy gets CPU 0; wrk and the mock share CPU 1.
 PROXY_CPU=0
 LOAD_CPU=1
-CLK_TCK=$(getconf CLK_TCK)
 # Higher priority for the benchmark's own processes when allowed.
 PRIORITY=()
 if [[ $(nice -n -10 nice 2>/dev/null) == -10 ]]; then

@@ -100,9 +100,9 @@ measure() {
 	errors=$(sed -nE 's/^RESULT .*status_errors=([0-9]+).*/\1/p' <<<"$out")
 	p50=$(sed -nE 's/^RESULT .* p50_us=([0-9]+).*/\1/p' <<<"$out")
 	[[ -n $requests && $requests -gt 0 && $errors == 0 ]] || { echo "$variant: $out" >&2; exit 1; }
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$requests" $((t1 - t0)) "$(getconf CLK_TCK)" "$p50" >>"$RESULTS"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$round" "$requests" $((t1 - t0)) "$CLK_TCK" "$p50" >>"$RESULTS"
 	printf '[ops] round %s %-26s %7d requests  %6.1f µs CPU/request  p50 %5d µs\n' "$round" "$variant" "$requests" \
-		"$(awk -v t=$((t1 - t0)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz * 1e6 / n }')" "$p50" >&2
+		"$(awk -v t=$((t1 - t0)) -v n="$requests" -v hz="$CLK_TCK" 'BEGIN { print t / hz * 1e6 / n }')" "$p50" >&2
 }
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -59,6 +59,9 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
+# Clock ticks a second: the unit of cpu_ticks (and of e2e.sh's cpu_busy_ticks).
+CLK_TCK=$(getconf CLK_TCK)
+
 # utime + stime (clock ticks) of a process and its descendants.
 cpu_ticks() {
 	local total=0 pid stat fields
